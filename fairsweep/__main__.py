@@ -1,0 +1,3 @@
+from fairsweep.cli import main
+
+main()

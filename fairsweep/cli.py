@@ -1,0 +1,115 @@
+"""The `fairsweep` command. Heavy libraries load inside the commands that need them."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fairsweep.errors import USER_ERROR_EXIT, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reproducible sweeps on the fairness cost of ReLU linearization.")
+console = Console()
+if not console.is_terminal:  # logs and CI: wide enough that the results table does not wrap
+    console = Console(width=140)
+err_console = Console(stderr=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="the sweep spec (YAML), e.g. sweeps/mu_ablation.yaml")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="override a spec key: --set finetune.epochs=5; a list sets its grid: --set finetune.mu=[0,0.01]")]
+StorageOpt = Annotated[Path, typer.Option(help="where stages, trial records and Tune state live")]
+DEFAULT_STORAGE = Path("fairsweep-runs")
+
+
+def _fail(exc: UserError) -> None:
+    for problem in exc.problems:
+        err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+    raise typer.Exit(USER_ERROR_EXIT)
+
+
+@app.command()
+def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAGE) -> None:
+    """Check a spec without running it and print the plan: trials and unique stages of each kind."""
+    from fairsweep.spec import load_spec
+    from fairsweep.sweep.plan import make_plan
+    from fairsweep.sweep.runner import check_plan, describe_plan
+
+    try:
+        parsed = load_spec(spec, set_ or [])
+        plan = make_plan(parsed)
+        check_plan(plan)
+    except UserError as exc:
+        _fail(exc)
+    info = describe_plan(plan, storage)
+    console.print(f"spec [bold]{parsed.name}[/] is valid: {info['trials']} trials", highlight=False)
+    table = Table("stage", "unique", "already stored", "to run")
+    for kind, counts in info["stages"].items():
+        table.add_row(kind, str(counts["unique"]), str(counts["stored"]), str(counts["unique"] - counts["stored"]))
+    console.print(table)
+
+
+@app.command()
+def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAGE,
+        address: Annotated[Optional[str], typer.Option(help="an existing Ray cluster, e.g. auto or ray://host:10001")] = None
+        ) -> None:
+    """Run a sweep; re-running the same command resumes it."""
+    from fairsweep.spec import load_spec
+    from fairsweep.sweep.runner import run_sweep
+
+    try:
+        parsed = load_spec(spec, set_ or [])
+        outcome = run_sweep(parsed, storage, address=address, console=console)
+    except UserError as exc:
+        _fail(exc)
+    _print_outcome(parsed, outcome)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def _print_outcome(spec, outcome) -> None:
+    from fairsweep.sweep.runner import TABLE_METRICS, results_table
+
+    table = results_table(outcome)
+    if table is not None:
+        keys = [c for c in table.columns if not any(c.startswith(m + "_") for m in TABLE_METRICS)]
+        view = Table(*keys, *TABLE_METRICS, "seeds", title=f"{spec.name}: mean ± std over seeds")
+        for _, row in table.iterrows():
+            cells = [str(row[k]) for k in keys]
+            for m in TABLE_METRICS:
+                mean, std = row[f"{m}_mean"], row[f"{m}_std"]
+                digits = 2 if m.endswith("_pct") else 4
+                cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if not math.isnan(std) else f"{mean:.{digits}f}")
+            cells.append(str(int(row[f"{TABLE_METRICS[0]}_count"])))
+            view.add_row(*cells)
+        console.print(view)
+    unique = {k: len(outcome.plan.unique_stages(k)) for k in outcome.trained}
+    trained = ", ".join(f"{k} {outcome.trained[k]}/{unique[k]}" for k in outcome.trained)
+    console.print(f"{len(outcome.records)}/{len(outcome.plan.trials)} trials finished "
+                  f"({outcome.skipped} from earlier runs) in {outcome.seconds:.0f}s; "
+                  f"stages trained now (of unique): {trained}", highlight=False)
+    if outcome.failed:
+        console.print(f"[bold red]{len(outcome.failed)} trial(s) failed:[/]")
+        for name, error in outcome.failed.items():
+            console.print(f"  {name}: {error}", highlight=False, soft_wrap=True)
+    uri = spec.tracking.uri
+    console.print(f"MLflow: experiment '{spec.experiment}', sweep run {outcome.parent_run_id}. View it with:\n"
+                  f"  mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:  # raised outside a command's own handling
+        for problem in exc.problems:
+            err_console.print(f"error: {problem}", highlight=False, soft_wrap=True)
+        sys.exit(USER_ERROR_EXIT)
+
+
+if __name__ == "__main__":
+    main()

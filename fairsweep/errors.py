@@ -1,0 +1,49 @@
+"""User-facing errors: one paragraph each, exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+USER_ERROR_EXIT = 2
+
+
+class UserError(Exception):
+    """A mistake in what the user gave us (spec, flags, data). Holds one paragraph per problem."""
+
+    def __init__(self, problems: str | Iterable[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n\n".join(self.problems))
+
+
+class StageError(RuntimeError):
+    """A stage could not produce its output (e.g. SNL never reached its budget)."""
+
+
+# Messages are written once here and asserted in tests.
+UNKNOWN_KEY = "unknown key `{key}`{hint}. Valid keys here: {valid}."
+UNKNOWN_NAME = "unknown {what} `{name}`{hint}. Available: {valid}."
+BAD_VALUE = "`{key}`: {reason}, got {value!r}."
+SPEC_NOT_FOUND = "spec file not found: {path} (looked at {resolved})."
+SPEC_NOT_YAML = "spec file {path} is not valid YAML: {reason}"
+SPEC_NOT_MAPPING = "spec file {path} must hold a mapping of sections (data, model, ...), got {kind}."
+BAD_OVERRIDE = "`--set {item}`: expected KEY=VALUE with a dotted key, e.g. `--set finetune.mu=[0,0.01]`."
+BUDGET_RANGE = (
+    "`{key}`: budget must be > 0 and at most the model's {total} ReLUs "
+    "(a number below 1 is a fraction of them), got {value!r}."
+)
+BUDGET_NOT_INTEGER = "`{key}`: an absolute budget (>= 1) must be a whole number of ReLUs, got {value!r}."
+NO_GPU = (
+    "`resources.device` is `cuda` but no CUDA GPU is visible to torch on this machine; "
+    "use `--set resources.device=cpu`."
+)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def unknown_name(what: str, name: str, choices: Iterable[str]) -> str:
+    choices = sorted(choices)
+    return UNKNOWN_NAME.format(what=what, name=name, hint=did_you_mean(name, choices), valid=", ".join(choices))

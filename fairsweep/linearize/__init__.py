@@ -1,0 +1,61 @@
+"""ReLU accounting and the registry of linearization methods.
+
+A method takes the trained base model and returns a copy whose ReLU sites carry binary masks
+with at most `budget` live units in all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fairsweep.models.sites import relu_sites
+
+
+@dataclass(frozen=True)
+class ReLUCount:
+    total: int
+    sites: dict[str, int]  # live units per site, in forward order
+
+
+@torch.no_grad()
+def count_relus(model: nn.Module, input_shape: tuple[int, ...]) -> ReLUCount:
+    """Live ReLUs of `model` for one input of `input_shape` (C, H, W): unmasked sites count every unit."""
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    model(torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device))
+    model.train(was_training)
+    sites = {name: site.live_units() for name, site in relu_sites(model).items()}
+    return ReLUCount(sum(sites.values()), sites)
+
+
+def resolve_budget(budget: float, total: int) -> int:
+    """A budget below 1 is a fraction of `total`; from 1 on it is a count of ReLUs."""
+    return max(1, round(budget * total)) if budget < 1 else int(budget)
+
+
+Linearizer = Callable[..., tuple[nn.Module, list[dict]]]
+_LINEARIZERS: dict[str, Linearizer] = {}
+
+
+def register_linearizer(name: str) -> Callable[[Linearizer], Linearizer]:
+    def wrap(fn: Linearizer) -> Linearizer:
+        _LINEARIZERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_linearizers() -> list[str]:
+    return sorted(_LINEARIZERS)
+
+
+def get_linearizer(name: str) -> Linearizer:
+    return _LINEARIZERS[name]
+
+
+from fairsweep.linearize import snl as _snl  # noqa: E402,F401  (registers "snl")

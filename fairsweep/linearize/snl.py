@@ -1,0 +1,89 @@
+"""Selective Network Linearization (Cho et al., 2022), as DESIGN.md states it.
+
+Every unit gets a trainable gate α (init 1): α·relu(x) + (1−α)·x. Weights and gates train with
+Adam on CE + KD from the base model + λ·Σ|α|; after each epoch in which the count of gates above
+the threshold did not fall, λ grows by `lambda_growth`. Once the count is at or below the budget,
+the `budget` largest gates become ReLUs (mask 1) and the rest identities (mask 0).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from fairsweep.data import Splits
+from fairsweep.errors import StageError
+from fairsweep.linearize import count_relus, register_linearizer
+from fairsweep.models.sites import relu_sites
+from fairsweep.train.loop import EpochSummary, train
+from fairsweep.train.losses import kd_per_sample
+
+SNL_NOT_CONVERGED = (
+    "SNL did not reach its budget of {budget} ReLUs within linearize.max_epochs={epochs} epochs "
+    "(still {live} live gates, λ={lam:.3g}); raise linearize.max_epochs, linearize.lambda_growth or "
+    "linearize.lr."
+)
+
+
+@register_linearizer("snl")
+def snl(base: nn.Module, splits: Splits, cfg, budget: int, batch_size: int,
+        generator: torch.Generator) -> tuple[nn.Module, list[dict]]:
+    teacher = base.eval()
+    model = copy.deepcopy(base)
+    count_relus(model, tuple(splits.train.x.shape[1:]))  # gives every site its unit shape
+    sites = relu_sites(model)
+    device = next(model.parameters()).device
+    for site in sites.values():
+        site.set_gate(torch.ones(site.unit_shape, device=device))
+    gates = [site.gate for site in sites.values()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    lam = cfg.lambda_init
+    history: list[dict] = []
+
+    def live_gates() -> int:
+        return int(sum((gate > cfg.threshold).sum() for gate in gates))
+
+    def loss_fn(m: nn.Module, x, y, g):
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        per_sample = kd_per_sample(m(x), teacher_logits, y, cfg.temperature)
+        l1 = torch.stack([gate.abs().sum() for gate in gates]).sum()
+        return per_sample.mean() + lam * l1, per_sample
+
+    previous = live_gates()
+
+    def on_epoch(summary: EpochSummary) -> bool:
+        nonlocal lam, previous
+        live = live_gates()
+        history.append({"epoch": summary.epoch, "loss": summary.loss, "lambda": lam, "live_relus": live})
+        if live <= budget:
+            return True
+        if live >= previous:
+            lam *= cfg.lambda_growth
+        previous = live
+        return False
+
+    train(model, splits.train, loss_fn, optimizer, cfg.max_epochs, batch_size, generator, on_epoch=on_epoch)
+    if history[-1]["live_relus"] > budget:
+        raise StageError(SNL_NOT_CONVERGED.format(budget=budget, epochs=cfg.max_epochs,
+                                                  live=history[-1]["live_relus"], lam=lam))
+    binarize(model, budget)
+    return model, history
+
+
+@torch.no_grad()
+def binarize(model: nn.Module, budget: int) -> None:
+    """Replace gates by masks that keep the `budget` largest gates as ReLUs."""
+    sites = relu_sites(model)
+    flat = torch.cat([site.gate.flatten() for site in sites.values()])
+    keep = torch.zeros_like(flat)
+    keep[torch.topk(flat, min(budget, flat.numel())).indices] = 1.0
+    offset = 0
+    for site in sites.values():
+        n = site.gate.numel()
+        mask = keep[offset:offset + n].view_as(site.gate)
+        offset += n
+        site.set_gate(None)
+        site.set_mask(mask)

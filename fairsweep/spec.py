@@ -1,0 +1,367 @@
+"""The sweep spec: YAML in, typed and validated pydantic models out.
+
+This is the only module that knows YAML. Every mistake becomes one paragraph naming the key,
+the bad value and what is accepted; all of a spec's mistakes are reported together, as a
+`UserError` (exit status 2), before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fairsweep import errors
+from fairsweep.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Imbalance(Section):
+    """Keep a fraction of some classes, as the paper does to unbalance CIFAR-10."""
+
+    minority_classes: list[int] = Field(min_length=1)
+    minority_keep: float = Field(gt=0, le=1)
+    majority_keep: float = Field(default=1.0, gt=0, le=1)
+
+
+class DataConfig(Section):
+    dataset: str = "digits"
+    root: str | None = None  # directory of a real dataset; embedded ones need none
+    target: str = "class"
+    group: str = "class"
+    imbalance: Imbalance | None = None
+    val_fraction: float = Field(default=0.15, gt=0, lt=1)
+    test_fraction: float = Field(default=0.25, gt=0, lt=1)
+    batch_size: int = Field(default=64, ge=1)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from fairsweep.data import list_datasets
+
+        if name not in list_datasets():
+            raise ValueError(errors.unknown_name("dataset", name, list_datasets()))
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        from fairsweep.data import dataset_info
+
+        info = dataset_info(self.dataset)
+        problems = []
+        if self.target not in info.targets:
+            problems.append(errors.unknown_name(f"target attribute of {self.dataset}", self.target, info.targets))
+        if self.group not in info.groups:
+            problems.append(errors.unknown_name(f"group attribute of {self.dataset}", self.group, info.groups))
+        if self.val_fraction + self.test_fraction >= 1:
+            problems.append(f"val_fraction + test_fraction must be < 1, got {self.val_fraction + self.test_fraction}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class ModelConfig(Section):
+    arch: str = "small_cnn"
+    width: int = Field(default=16, ge=1)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, name: str) -> str:
+        from fairsweep.models import list_models
+
+        if name not in list_models():
+            raise ValueError(errors.unknown_name("architecture", name, list_models()))
+        return name
+
+
+class OptimConfig(Section):
+    """One optimization recipe: optimizer, learning rate, schedule, epochs."""
+
+    epochs: int = Field(ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    step_every: int = Field(default=30, ge=1)  # epochs between decays, for schedule=step
+    step_gamma: float = Field(default=0.1, gt=0, le=1)
+    select: Literal["best_val", "last"] = "last"  # which epoch's model the stage keeps
+
+
+class BaseConfig(OptimConfig):
+    """Training the base (all-ReLU) model from scratch."""
+
+    epochs: int = Field(default=30, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    select: Literal["best_val", "last"] = "best_val"
+
+
+class LinearizeConfig(Section):
+    """Linearizing the base model to a ReLU budget (SNL, as described in DESIGN.md)."""
+
+    method: str = "snl"
+    budget: float = Field(default=0.1, gt=0)  # < 1: fraction of the model's ReLUs; >= 1: a count
+    lr: float = Field(default=1e-3, gt=0)  # Adam, on weights and gates
+    lambda_init: float = Field(default=1e-5, gt=0)
+    lambda_growth: float = Field(default=1.1, ge=1)
+    threshold: float = Field(default=0.01, gt=0, lt=1)  # a gate above it counts as a live ReLU
+    temperature: float = Field(default=4.0, gt=0)
+    max_epochs: int = Field(default=300, ge=1)  # fail clearly if the budget is not reached by then
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        from fairsweep.linearize import list_linearizers
+
+        if name not in list_linearizers():
+            raise ValueError(errors.unknown_name("linearization method", name, list_linearizers()))
+        return name
+
+    @field_validator("budget")
+    @classmethod
+    def _whole_count(cls, budget: float) -> float:
+        if budget >= 1 and budget != int(budget):
+            raise ValueError(f"an absolute budget (>= 1) must be a whole number of ReLUs, got {budget!r}")
+        return budget
+
+
+class FinetuneConfig(OptimConfig):
+    """KD finetuning of the linearized model; mu > 0 turns on Algorithm 1 (fairness-aware)."""
+
+    epochs: int = Field(default=20, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    mu: float = Field(default=0.0, ge=0)  # multiplier step; 0 is plain KD
+    temperature: float = Field(default=4.0, gt=0)
+
+
+class SweepConfig(Section):
+    grid: dict[str, list[Any]] = Field(default_factory=dict)  # dotted key -> values
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+
+
+class ResourcesConfig(Section):
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    gpus_per_trial: float = Field(default=0.0, ge=0)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    max_failures: int = Field(default=1, ge=0)  # Ray Tune retries of a failed trial
+    address: str | None = None  # an existing Ray cluster; None starts a local one
+
+
+class TrackingConfig(Section):
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str | None = None  # defaults to the sweep's name
+    log_models: bool = True
+
+
+class Spec(Section):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    seed: int = Field(default=0, ge=0)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    base: BaseConfig = BaseConfig()
+    linearize: LinearizeConfig = LinearizeConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    sweep: SweepConfig = SweepConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def content_hash(self) -> str:
+        """Identity of what the sweep computes (resources and tracking do not change results)."""
+        content = self.model_dump(mode="json", exclude={"resources", "tracking"})
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+    def with_values(self, values: dict[str, Any]) -> Spec:
+        """This spec with dotted keys set (a grid point); the grid itself is dropped."""
+        raw = self.model_dump(mode="json")
+        raw["sweep"]["grid"] = {}
+        for key, value in values.items():
+            _set_dotted(raw, key.split("."), value)
+        return Spec.model_validate(raw)
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        keys = list(self.sweep.grid)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.sweep.grid[k] for k in keys))]
+
+
+# ---------------------------------------------------------------------------------------------
+# loading, overrides, and turning pydantic errors into paragraphs
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    raw = read_yaml(path)
+    raw = apply_overrides(raw, overrides)
+    return validate_spec(raw)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(errors.SPEC_NOT_FOUND.format(path=path, resolved=path.resolve()))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(errors.SPEC_NOT_YAML.format(path=path, reason=exc)) from None
+    if not isinstance(raw, dict):
+        raise UserError(errors.SPEC_NOT_MAPPING.format(path=path, kind=type(raw).__name__))
+    raw.setdefault("name", path.stem)
+    return raw
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """`--set a.b=c`: YAML-parsed values; a list for a scalar key (or any value for a key already in
+    the grid) sets that key's grid values, e.g. `--set finetune.mu=[0,0.01]` or `--set seed=0`."""
+    raw = copy.deepcopy(raw)
+    problems = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(errors.BAD_OVERRIDE.format(item=item))
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        sweep = raw.setdefault("sweep", {})
+        grid = sweep.setdefault("grid", {}) if isinstance(sweep, dict) else {}
+        if key != "sweep" and not key.startswith("sweep.") and (
+            key in grid or (isinstance(value, list) and not _is_list_field(key))
+        ):
+            grid[key] = value if isinstance(value, list) else [value]
+        else:
+            _set_dotted(raw, key.split("."), value)
+    if problems:
+        raise UserError(problems)
+    return raw
+
+
+def validate_spec(raw: dict) -> Spec:
+    problems: list[str] = []
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_paragraphs(exc))
+        spec = None
+    grid = (raw.get("sweep") or {}).get("grid") if isinstance(raw.get("sweep"), dict) else None
+    if isinstance(grid, dict):
+        problems.extend(_grid_problems(raw, grid))
+    if problems:
+        raise UserError(list(dict.fromkeys(problems)))
+    assert spec is not None
+    return spec
+
+
+def _grid_problems(raw: dict, grid: dict) -> list[str]:
+    """Check each grid key exists and each of its values is valid in place of the default."""
+    problems = []
+    for key, values in grid.items():
+        if key == "sweep" or key.startswith("sweep."):
+            problems.append(f"`sweep.grid.{key}`: the grid cannot vary sweep settings.")
+            continue
+        if _field_at(key) is None:
+            parent, _, leaf = key.rpartition(".")
+            valid = _valid_keys(parent)
+            problems.append(errors.UNKNOWN_KEY.format(key=f"sweep.grid.{key}", hint=errors.did_you_mean(
+                leaf, valid), valid=", ".join(valid)))
+            continue
+        if not isinstance(values, list) or not values:
+            problems.append(errors.BAD_VALUE.format(key=f"sweep.grid.{key}", reason="expected a non-empty list",
+                                                    value=values))
+            continue
+        for value in values:
+            trial = copy.deepcopy(raw)
+            trial["sweep"] = {}
+            _set_dotted(trial, key.split("."), value)
+            try:
+                Spec.model_validate(trial)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    if ".".join(str(p) for p in err["loc"]).startswith(key):
+                        problems.append(f"`sweep.grid.{key}` value {value!r}: {_reason(err)}.")
+    return problems
+
+
+def _paragraphs(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            parent = ".".join(loc[:-1])
+            valid = _valid_keys(parent)
+            out.append(errors.UNKNOWN_KEY.format(key=key, hint=errors.did_you_mean(loc[-1], valid),
+                                                 valid=", ".join(valid)))
+        elif err["type"] == "missing":
+            out.append(f"`{key}` is required.")
+        else:
+            out.append(errors.BAD_VALUE.format(key=key or "spec", reason=_reason(err), value=err.get("input")))
+    return out
+
+
+def _reason(err: dict) -> str:
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    return msg[0].lower() + msg[1:] if msg else msg
+
+
+def _set_dotted(raw: dict, path: list[str], value: Any) -> None:
+    node = raw
+    for part in path[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[path[-1]] = value
+
+
+def _model_at(dotted: str) -> type[BaseModel] | None:
+    model: type[BaseModel] = Spec
+    for part in [p for p in dotted.split(".") if p]:
+        field = model.model_fields.get(part)
+        sub = _section_type(field.annotation) if field else None
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _field_at(dotted: str):
+    parent, _, leaf = dotted.rpartition(".")
+    model = _model_at(parent)
+    return None if model is None else model.model_fields.get(leaf)
+
+
+def _valid_keys(dotted_parent: str) -> list[str]:
+    model = _model_at(dotted_parent)
+    return sorted(model.model_fields) if model else []
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _is_list_field(dotted: str) -> bool:
+    field = _field_at(dotted)
+    if field is None:
+        return False
+    ann = field.annotation
+    return typing.get_origin(ann) is list or any(typing.get_origin(a) is list for a in typing.get_args(ann))

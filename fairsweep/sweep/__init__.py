@@ -1,0 +1,1 @@
+"""The sweep: plan (trials and their stages), stage store, execution under Ray Tune."""

@@ -1,0 +1,81 @@
+"""The plan: which trials a spec makes and which stages each needs.
+
+A trial is the pipeline base(seed) → linearize(seed, budget, method) → finetune(…, µ). A stage's
+identity is a content hash of its own config and its parent's identity, so trials that share a
+prefix share those stages, within a sweep and across sweeps that share storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from fairsweep.spec import Spec
+
+STAGE_KINDS = ("base", "linearize", "finetune")
+# Bump when a stage's code changes what it computes, so stored stages are not reused wrongly.
+STAGE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str
+    config: dict[str, Any] = field(hash=False, compare=False)
+    parent: Stage | None = field(default=None, hash=False, compare=False)
+
+    @cached_property
+    def id(self) -> str:
+        content = {"kind": self.kind, "format": STAGE_FORMAT, "config": self.config,
+                   "parent": self.parent.id if self.parent else None}
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        return f"{self.kind}-{digest[:16]}"
+
+
+@dataclass(frozen=True)
+class Trial:
+    spec: Spec  # the spec with this trial's grid values set
+    values: dict[str, Any]  # the grid values, for names and tables
+
+    @cached_property
+    def stages(self) -> dict[str, Stage]:
+        s = self.spec.model_dump(mode="json")
+        base = Stage("base", {"seed": s["seed"], "data": s["data"], "model": s["model"], "base": s["base"]})
+        lin = Stage("linearize", {"linearize": s["linearize"]}, base)
+        fin = Stage("finetune", {"finetune": s["finetune"]}, lin)
+        return {"base": base, "linearize": lin, "finetune": fin}
+
+    @property
+    def id(self) -> str:
+        return "trial-" + self.stages["finetune"].id.removeprefix("finetune-")
+
+    @property
+    def name(self) -> str:
+        return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.values.items()) or "trial"
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: Spec
+    trials: list[Trial]
+
+    def unique_stages(self, kind: str) -> dict[str, Stage]:
+        return {t.stages[kind].id: t.stages[kind] for t in self.trials}
+
+
+def make_plan(spec: Spec) -> Plan:
+    """Expand the grid into trials, ordered so that trials running side by side rarely need the same
+    missing stage: seeds vary fastest, then budgets, then the rest."""
+    points = spec.grid_points()
+    order = {"seed": 0, "linearize.budget": 1}
+    keys = sorted(spec.sweep.grid, key=lambda k: order.get(k, 2))
+    points.sort(key=lambda p: tuple(_sort_key(p[k]) for k in reversed(keys)))
+    return Plan(spec, [Trial(spec.with_values(p), p) for p in points])
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, value) if isinstance(value, str) else (2, json.dumps(value, sort_keys=True))

@@ -1,0 +1,285 @@
+"""Run a whole sweep: check the plan, schedule the missing trials with Ray Tune, track them in MLflow.
+
+Resuming is re-running: a trial whose MLflow run is finished is skipped, one whose record exists
+(its worker finished but the driver died before logging) is only logged, and the rest go to Tune,
+where each runs only the stages missing from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fairsweep import errors
+from fairsweep.errors import UserError
+from fairsweep.spec import Spec
+from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial, make_plan
+
+TABLE_METRICS = ("acc", "worst_group_acc", "drop_gap_pct")
+
+
+@dataclass
+class SweepOutcome:
+    plan: Plan
+    records: dict[str, dict]  # trial id -> record, for every finished trial of the plan
+    failed: dict[str, str] = field(default_factory=dict)  # trial name -> error
+    trained: dict[str, int] = field(default_factory=dict)  # stages trained by this invocation, by kind
+    skipped: int = 0  # trials already finished before this invocation
+    parent_run_id: str = ""
+    seconds: float = 0.0
+
+
+def check_plan(plan: Plan) -> None:
+    """Everything that can be known wrong before training: devices, data, budgets vs ReLU counts."""
+    from fairsweep.data import dataset_info, load_splits
+    from fairsweep.linearize import count_relus
+    from fairsweep.sweep.trial import build_model, resolve_device
+
+    problems: list[str] = []
+    try:
+        resolve_device(plan.spec.resources.device)
+    except UserError as exc:
+        problems.extend(exc.problems)
+    totals: dict[str, int] = {}
+    for trial in plan.trials:
+        spec = trial.spec
+        shape_key = json.dumps([spec.data.model_dump(mode="json"), spec.model.model_dump(mode="json")], sort_keys=True)
+        if shape_key not in totals:
+            info = dataset_info(spec.data.dataset)
+            if not info.embedded and not spec.data.root:
+                problems.append(f"`data.root`: dataset `{spec.data.dataset}` loads from a local directory; "
+                                "set data.root (or --set data.root=DIR).")
+                continue
+            splits = load_splits(spec.data, spec.seed)
+            model = build_model(spec, len(splits.train.class_names), tuple(splits.train.x.shape[1:]))
+            totals[shape_key] = count_relus(model, tuple(splits.train.x.shape[1:])).total
+        total = totals[shape_key]
+        budget = spec.linearize.budget
+        if budget >= 1 and budget > total:
+            key = "sweep.grid.linearize.budget" if "linearize.budget" in trial.values else "linearize.budget"
+            problems.append(errors.BUDGET_RANGE.format(key=key, total=total, value=budget))
+    if problems:
+        raise UserError(list(dict.fromkeys(problems)))
+
+
+def describe_plan(plan: Plan, storage: Path | None = None) -> dict[str, Any]:
+    """Trials, unique stages per kind, and how many of those are already stored."""
+    from fairsweep.sweep.store import StageStore
+
+    store = StageStore(storage) if storage is not None else None
+    out: dict[str, Any] = {"trials": len(plan.trials), "stages": {}}
+    for kind in STAGE_KINDS:
+        unique = plan.unique_stages(kind)
+        stored = sum(store.has(s) for s in unique.values()) if store else 0
+        out["stages"][kind] = {"unique": len(unique), "stored": stored}
+    return out
+
+
+def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=None) -> SweepOutcome:
+    from fairsweep.sweep.progress import Progress
+    from fairsweep.tracking import Tracker
+
+    started = time.time()
+    storage = Path(storage).expanduser().resolve()
+    plan = make_plan(spec)
+    check_plan(plan)
+    tracker = Tracker(spec.tracking.uri, spec.experiment)
+    parent = tracker.sweep_run(spec, len(plan.trials))
+    done = tracker.finished_trials(parent)
+    outcome = SweepOutcome(plan, records={}, trained={k: 0 for k in STAGE_KINDS}, parent_run_id=parent)
+    by_id = {t.id: t for t in plan.trials}
+
+    def finish(trial_id: str) -> None:
+        record = _read_record(storage, trial_id)
+        if record is None:
+            return
+        if trial_id not in done:
+            try:
+                done[trial_id] = _log_trial(tracker, parent, by_id[trial_id], record, storage)
+            except Exception as exc:  # the trial's results are safe in the store; re-running logs them
+                outcome.failed[by_id[trial_id].name] = f"logging to MLflow failed: {exc}"
+                return
+        outcome.records[trial_id] = record
+
+    pending = []
+    for trial in plan.trials:
+        if trial.id in done and _read_record(storage, trial.id) is not None:
+            outcome.records[trial.id] = _read_record(storage, trial.id)
+            outcome.skipped += 1
+        elif _read_record(storage, trial.id) is not None:
+            finish(trial.id)  # finished by a worker, not yet logged: log it now
+            outcome.skipped += 1
+        else:
+            pending.append(trial)
+
+    progress = Progress(len(plan.trials), already_done=outcome.skipped, console=console)
+
+    def on_done(trial_id: str) -> None:
+        finish(trial_id)
+        record = outcome.records.get(trial_id)
+        if record is not None:
+            for kind, trained in record["trained"].items():
+                outcome.trained[kind] += int(trained)
+            progress.trial_done(record["name"], record["metrics"])
+
+    if pending:
+        failures = _run_with_tune(spec, pending, storage, address, on_done, progress)
+        for trial_id, error in failures.items():
+            outcome.failed[by_id[trial_id].name] = error
+        for trial in pending:  # a completion the callback missed is still logged
+            if trial.id not in outcome.records and trial.name not in outcome.failed:
+                on_done(trial.id)
+    progress.close()
+    outcome.seconds = time.time() - started
+    table = results_table(outcome)
+    summary = {"trials_finished": len(outcome.records), "trials_failed": len(outcome.failed),
+               "wall_seconds": outcome.seconds}
+    summary.update({f"stages_trained/{k}": v for k, v in outcome.trained.items()})
+    tracker.finish_sweep(parent, table.to_csv(index=False) if table is not None else "", summary,
+                         failed=bool(outcome.failed))
+    return outcome
+
+
+def _run_with_tune(spec: Spec, pending: list[Trial], storage: Path, address: str | None, on_done, progress
+                   ) -> dict[str, str]:
+    """Schedule `pending` as Ray Tune trials (one trainable call per trial); returns failures by trial id."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls home
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune then prints nothing itself
+    import logging
+
+    import ray
+    from ray import tune
+
+    address = address or spec.resources.address
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False, _node_ip_address="127.0.0.1")
+    try:
+        trials = {t.id: {"spec": t.spec.model_dump(mode="json"), "values": t.values} for t in pending}
+        res = spec.resources
+        trainable = tune.with_resources(
+            tune.with_parameters(tune_trial, trials=trials, storage=str(storage), device=res.device,
+                                 threads=max(1, int(res.cpus_per_trial))),
+            {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial_id": tune.grid_search([t.id for t in pending])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.sweep.max_concurrent_trials, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(storage / "tune"),
+                failure_config=tune.FailureConfig(max_failures=res.max_failures),
+                callbacks=[_driver_callback(on_done, progress)],
+                verbose=0,
+            ),
+        )
+        grid = tuner.fit()
+        failures = {}
+        for result in grid:
+            if result.error is not None:
+                failures[result.config["trial_id"]] = _one_line(result.error)
+        return failures
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _driver_callback(on_done, progress):
+    """A Tune callback in the driver: logs each finished trial to MLflow at once, updates progress."""
+    from ray import tune
+
+    class DriverCallback(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            progress.trial_started()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            on_done(trial.config["trial_id"])
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            progress.trial_failed()
+
+        def __reduce__(self):  # Tune pickles its run config; the driver-side state stays behind
+            return (tune.Callback, ())
+
+    return DriverCallback()
+
+
+def tune_trial(config: dict, *, trials: dict[str, dict], storage: str, device: str, threads: int) -> None:
+    """The Ray Tune trainable: one trial, its stages through the shared store."""
+    import torch
+    from ray import tune
+
+    from fairsweep.sweep.store import StageStore
+    from fairsweep.sweep.trial import run_trial
+
+    torch.set_num_threads(threads)
+    entry = trials[config["trial_id"]]
+    trial = Trial(Spec.model_validate(entry["spec"]), entry["values"])
+    record = run_trial(trial, StageStore(storage), device)
+    report = {k: v for k, v in record["metrics"].items() if isinstance(v, float) and math.isfinite(v)}
+    report.update({f"trained_{k}": int(v) for k, v in record["trained"].items()})
+    tune.report(report)
+
+
+def _read_record(storage: Path, trial_id: str) -> dict | None:
+    from fairsweep.sweep.trial import trial_record_path
+
+    path = trial_record_path(storage, trial_id)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _log_trial(tracker, parent: str, trial: Trial, record: dict, storage: Path) -> str:
+    """Log a finished trial with its stages' curves and its final model."""
+    from fairsweep.sweep.store import StageStore
+    from fairsweep.sweep.trial import build_model
+
+    store = StageStore(storage)
+    curves: dict[str, list[float]] = {}
+    for kind in STAGE_KINDS:
+        stage = trial.stages[kind]
+        if not store.has(stage):
+            continue
+        history = json.loads((store.path(stage) / "result.json").read_text())["history"]
+        for key in sorted({k for row in history for k in row} - {"epoch"}):
+            curves[f"{kind}/{key}"] = [row.get(key, math.nan) for row in history]
+    model = None
+    if trial.spec.tracking.log_models and store.has(trial.stages["finetune"]):
+        model = build_model(trial.spec, record["num_classes"], tuple(record["input_shape"]))
+        model.load_state_dict(store.load(trial.stages["finetune"]).state)
+        model.eval()
+    return tracker.log_trial(parent, record, curves, model)
+
+
+def results_table(outcome: SweepOutcome):
+    """Mean ± std over seeds of the headline metrics, per combination of the other grid values."""
+    import pandas as pd
+
+    if not outcome.records:
+        return None
+    rows = []
+    for record in outcome.records.values():
+        row = {k: v for k, v in record["values"].items()}
+        row.update({m: record["metrics"][m] for m in TABLE_METRICS})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    keys = [k for k in outcome.plan.spec.sweep.grid if k != "seed"]
+    if not keys:
+        frame["all"] = "all"
+        keys = ["all"]
+    stats = frame.groupby(keys, sort=True)[list(TABLE_METRICS)].agg(["mean", "std", "count"])
+    stats.columns = [f"{m}_{s}" for m, s in stats.columns]
+    return stats.reset_index()
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__

@@ -1,0 +1,89 @@
+"""The stage store: each stage's output (model state, history, result) under its content identity.
+
+A stage directory appears whole or not at all (written under tmp/, then renamed). Concurrent
+trials that need the same missing stage serialize on a per-stage file lock: the first trains it,
+the others wait and then load it. A lock dies with its process, so a killed trainer's stage is
+taken over by the next trial that needs it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fairsweep.sweep.plan import Stage
+
+
+@dataclass
+class StageOutput:
+    state: dict[str, torch.Tensor]  # model state dict (masks included)
+    result: dict[str, Any]  # JSON: history, summary numbers
+    trained: bool  # True if this call trained it, False if it was reused
+
+
+class StageStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def path(self, stage: Stage) -> Path:
+        return self.root / "stages" / stage.kind / stage.id
+
+    def has(self, stage: Stage) -> bool:
+        return (self.path(stage) / "result.json").is_file()
+
+    def load(self, stage: Stage) -> StageOutput:
+        path = self.path(stage)
+        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        return StageOutput(state, json.loads((path / "result.json").read_text()), trained=False)
+
+    def get_or_build(self, stage: Stage, build: Callable[[], tuple[dict, dict]]) -> StageOutput:
+        """The stored output of `stage`, or `build()`'s, stored, if no trial has produced it yet."""
+        if self.has(stage):
+            return self.load(stage)
+        with self._lock(stage):
+            if self.has(stage):  # built by another trial while we waited
+                return self.load(stage)
+            state, result = build()
+            self._write(stage, state, result)
+            return StageOutput(state, result, trained=True)
+
+    def _write(self, stage: Stage, state: dict, result: dict) -> None:
+        tmp = self.root / "tmp" / f"{stage.id}.{uuid.uuid4().hex}"
+        tmp.mkdir(parents=True)
+        torch.save(state, tmp / "model.pt")
+        (tmp / "stage.json").write_text(json.dumps({"kind": stage.kind, "id": stage.id, "config": stage.config,
+                                                   "parent": stage.parent.id if stage.parent else None}, indent=1))
+        (tmp / "result.json").write_text(json.dumps(result, indent=1))
+        final = self.path(stage)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # a half-written leftover cannot be here (rename is atomic); a stale dir can
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+
+    @contextmanager
+    def _lock(self, stage: Stage) -> Iterator[None]:
+        lock_path = self.root / "locks" / f"{stage.id}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_json_atomic(path: Path, content: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(content, indent=1))
+    os.replace(tmp, path)

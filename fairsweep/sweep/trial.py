@@ -1,0 +1,123 @@
+"""One trial: run the stages it needs through the store, then measure its final model.
+
+Plain Python, no Ray: the Tune trainable, the tests and the benchmarks all call `run_trial`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fairsweep.data import Splits, load_splits
+from fairsweep.errors import NO_GPU, UserError
+from fairsweep.linearize import count_relus
+from fairsweep.metrics.groups import group_accuracy, param_distance, trial_metrics
+from fairsweep.models import create_model
+from fairsweep.spec import Spec
+from fairsweep.sweep.plan import Trial
+from fairsweep.sweep.store import StageStore, write_json_atomic
+from fairsweep.train import stages
+from fairsweep.train.loop import predict
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError(NO_GPU)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def build_model(spec: Spec, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    return create_model(spec.model.arch, num_classes=num_classes, in_channels=input_shape[0], width=spec.model.width)
+
+
+def seed_everything(seed: int, salt: str) -> torch.Generator:
+    """Reseed torch for one stage; returns the generator of its batch order.
+
+    Every stage reseeds from (seed, stage kind), so it computes the same whether or not the stages
+    before it were trained in this process.
+    """
+    stage_seed = int.from_bytes(hashlib.sha256(f"{seed}/{salt}".encode()).digest()[:4], "little")
+    torch.manual_seed(stage_seed)
+    return torch.Generator().manual_seed(stage_seed)
+
+
+def trial_record_path(storage: Path, trial_id: str) -> Path:
+    return Path(storage).expanduser().resolve() / "trials" / f"{trial_id}.json"
+
+
+def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str, Any]:
+    """Run (or reuse) the trial's stages, measure the final model, write and return the trial record."""
+    spec = trial.spec
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=dev.type == "cuda")
+    splits: Splits = load_splits(spec.data, spec.seed).to(dev)
+    input_shape = tuple(splits.train.x.shape[1:])
+    num_classes = len(splits.train.class_names)
+
+    def fresh(state: dict | None = None) -> nn.Module:
+        model = build_model(spec, num_classes, input_shape)
+        if state is not None:
+            model.load_state_dict(state)
+        return model.to(dev)
+
+    def cpu_state(model: nn.Module) -> dict:
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+    def build_base():
+        generator = seed_everything(spec.seed, "base")
+        model = fresh()
+        history = stages.train_base(model, splits, spec, generator)
+        return cpu_state(model), {"history": history}
+
+    base_out = store.get_or_build(trial.stages["base"], build_base)
+    base = fresh(base_out.state)
+
+    def build_linearize():
+        generator = seed_everything(spec.seed, "linearize")
+        model, history = stages.linearize(copy.deepcopy(base), splits, spec, generator)
+        return cpu_state(model), {"history": history, "relu_count": count_relus(model, input_shape).total}
+
+    lin_out = store.get_or_build(trial.stages["linearize"], build_linearize)
+
+    def build_finetune():
+        generator = seed_everything(spec.seed, "finetune")
+        student = fresh(lin_out.state)
+        history = stages.finetune(student, copy.deepcopy(base), splits, spec.finetune, spec.data.batch_size, generator)
+        return cpu_state(student), {"history": history}
+
+    fin_out = store.get_or_build(trial.stages["finetune"], build_finetune)
+    final = fresh(fin_out.state)
+
+    test = splits.test
+    base_acc = group_accuracy(predict(base, test.x).argmax(1), test.y, test.g, test.group_names)
+    final_acc = group_accuracy(predict(final, test.x).argmax(1), test.y, test.g, test.group_names)
+    relus = count_relus(final, input_shape)
+    base_relus = count_relus(base, input_shape).total
+    metrics = trial_metrics(final_acc, base_acc, relus.total, base_relus, param_distance(final, base))
+    record = {
+        "trial_id": trial.id,
+        "name": trial.name,
+        "values": trial.values,
+        "spec": spec.model_dump(mode="json"),
+        "stages": {kind: stage.id for kind, stage in trial.stages.items()},
+        "trained": {"base": base_out.trained, "linearize": lin_out.trained, "finetune": fin_out.trained},
+        "metrics": metrics,
+        "base_group_acc": base_acc.by_group,
+        "group_sizes": {"train": splits.train.group_sizes(), "val": splits.val.group_sizes(),
+                        "test": splits.test.group_sizes()},
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "relu_sites": relus.sites,
+    }
+    write_json_atomic(trial_record_path(store.root, trial.id), record)
+    return record

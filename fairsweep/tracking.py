@@ -1,0 +1,143 @@
+"""Everything MLflow: one experiment per sweep name, a parent run per sweep, a child run per trial
+with its parameters (flat dotted keys), metrics, per-epoch curves and its final model.
+
+Only the sweep driver talks to MLflow, so the embedded SQLite store never sees concurrent writers.
+A child run is marked FINISHED only after everything of it is logged; an unfinished one left by a
+killed driver is deleted and logged again, so a resumed sweep never holds duplicate trial runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from fairsweep import __version__
+
+ROLE_TAG = "fairsweep.role"
+SPEC_HASH_TAG = "fairsweep.spec_hash"
+TRIAL_TAG = "fairsweep.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and None become their JSON text."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+    return out
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str):
+        import logging
+
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        # Models are saved by pickle (see log_trial), and MLflow warns about that on every model.
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        mlflow.set_tracking_uri(uri)
+        self.uri = uri
+        self.client = MlflowClient(uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            self.experiment_id = self.client.create_experiment(experiment)
+        else:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            self.experiment_id = exp.experiment_id
+
+    # --- the sweep's parent run -------------------------------------------------------------
+
+    def sweep_run(self, spec, num_trials: int) -> str:
+        """The parent run of this spec: the one a previous run of the same spec made, or a new one."""
+        spec_hash = spec.content_hash()
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and tags.`{SPEC_HASH_TAG}` = '{spec_hash}'",
+            max_results=1, order_by=["attributes.start_time DESC"])
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(self.experiment_id, run_name=spec.name, tags={
+            ROLE_TAG: "sweep", SPEC_HASH_TAG: spec_hash, "fairsweep.version": __version__})
+        params = flatten(spec.model_dump(mode="json", exclude={"sweep"}))
+        params.update({f"sweep.grid.{k}": json.dumps(v) for k, v in spec.sweep.grid.items()})
+        params["sweep.num_trials"] = num_trials
+        self._log_params(run.info.run_id, params)
+        self.client.log_dict(run.info.run_id, spec.model_dump(mode="json"), "spec.json")
+        return run.info.run_id
+
+    def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], failed: bool) -> None:
+        from mlflow.entities import Metric
+
+        self.client.log_text(run_id, table_csv, "results.csv")
+        metrics = [Metric(k, float(v), _now_ms(), 0) for k, v in summary.items()]
+        self.client.log_batch(run_id, metrics=metrics)
+        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+    # --- trials ---------------------------------------------------------------------------
+
+    def finished_trials(self, parent_id: str) -> dict[str, str]:
+        """trial id -> run id of the finished child runs; unfinished ones (a killed driver's) are deleted."""
+        done: dict[str, str] = {}
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                                       max_results=50_000)
+        for run in runs:
+            trial_id = run.data.tags.get(TRIAL_TAG)
+            if run.info.status == "FINISHED" and trial_id and trial_id not in done:
+                done[trial_id] = run.info.run_id
+            else:
+                self.client.delete_run(run.info.run_id)
+        return done
+
+    def log_trial(self, parent_id: str, record: dict, curves: dict[str, list[float]], model=None) -> str:
+        """A child run with the trial's params, metrics, curves (metric histories) and model."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        tags = {PARENT_TAG: parent_id, TRIAL_TAG: record["trial_id"], ROLE_TAG: "trial"}
+        tags.update({f"fairsweep.stage.{kind}": stage_id for kind, stage_id in record["stages"].items()})
+        run_id = self.client.create_run(self.experiment_id, run_name=record["name"], tags=tags).info.run_id
+        spec = dict(record["spec"])
+        spec.pop("sweep", None)
+        self._log_params(run_id, flatten(spec))
+        now = _now_ms()
+        metrics = [Metric(k, _finite_or_nan(v), now, 0) for k, v in record["metrics"].items()]
+        for key, values in curves.items():
+            metrics.extend(Metric(key, _finite_or_nan(v), now, step) for step, v in enumerate(values))
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        self.client.log_dict(run_id, record, "trial.json")
+        with mlflow.start_run(run_id=run_id):  # leaving the block marks the run FINISHED, last
+            if model is not None:
+                import torch
+
+                # pickle: the default `pt2` format would trace the model and needs an input example
+                mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}", f"fairsweep=={__version__}"])
+        return run_id
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start:start + 100])
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _finite_or_nan(value: Any) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else math.nan

@@ -1,0 +1,78 @@
+"""The one training loop. Data lives on the device as tensors; batches are index slices."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fairsweep.data import GroupedData
+from fairsweep.errors import StageError
+
+DIVERGED = ("training diverged: the mean loss of epoch {epoch} is {loss}; lower the stage's learning rate "
+            "(for a fairness-aware finetuning, also finetune.mu)")
+
+# loss_fn(model, x, y, g) -> (objective to minimize, per-sample loss (N,) that the epoch summary averages)
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class EpochSummary:
+    epoch: int  # 0-based
+    loss: float  # mean per-sample loss over the epoch's training samples
+    group_loss: torch.Tensor  # (G,) mean per-sample loss of each group over the epoch (0 if absent)
+    group_count: torch.Tensor  # (G,) samples of each group seen in the epoch
+
+
+def train(model: nn.Module, data: GroupedData, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
+          epochs: int, batch_size: int, generator: torch.Generator,
+          scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+          on_epoch: Callable[[EpochSummary], bool | None] | None = None) -> int:
+    """Run up to `epochs` epochs; `on_epoch` returning True stops early. Returns the epochs run."""
+    n, num_groups = len(data), len(data.group_names)
+    for epoch in range(epochs):
+        model.train()
+        loss_sum = torch.zeros(num_groups, device=data.y.device)  # (G,) per-sample loss sums
+        for index in torch.randperm(n, generator=generator).to(data.y.device).split(batch_size):
+            x, y, g = data.x[index], data.y[index], data.g[index]
+            objective, per_sample = loss_fn(model, x, y, g)
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            loss_sum.index_add_(0, g, per_sample.detach())
+        if scheduler is not None:
+            scheduler.step()
+        counts = torch.bincount(data.g, minlength=num_groups)
+        summary = EpochSummary(epoch, float(loss_sum.sum() / n), (loss_sum / counts.clamp(min=1)).cpu(), counts.cpu())
+        if not math.isfinite(summary.loss):  # never store a NaN model as a finished stage
+            raise StageError(DIVERGED.format(epoch=epoch + 1, loss=summary.loss))
+        if on_epoch is not None and on_epoch(summary):
+            return epoch + 1
+    return epochs
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits (N, C) in eval mode."""
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(chunk) for chunk in x.split(batch_size)])
+    model.train(was_training)
+    return logits
+
+
+def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_every, gamma=cfg.step_gamma)
+    return None

@@ -1,0 +1,86 @@
+"""Stage recipes: train the base model, linearize it, finetune it. Each takes typed config and
+tensors and returns the model plus a per-epoch history; storing and reusing is the sweep's job."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fairsweep.data import GroupedData, Splits
+from fairsweep.linearize import count_relus, get_linearizer, resolve_budget
+from fairsweep.spec import FinetuneConfig, OptimConfig, Spec
+from fairsweep.train.loop import EpochSummary, make_optimizer, make_scheduler, predict, train
+from fairsweep.train.losses import fair_kd_loss
+
+
+def accuracy(model: nn.Module, data: GroupedData) -> float:
+    return float((predict(model, data.x).argmax(1) == data.y).float().mean())
+
+
+def _fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, generator: torch.Generator,
+         loss_fn, after_epoch=None) -> list[dict]:
+    """Train with `cfg`'s optimizer and schedule; keep the best-validation or the last epoch's weights."""
+    optimizer = make_optimizer(model.parameters(), cfg)
+    history: list[dict] = []
+    best = {"val_acc": -1.0, "state": None}
+
+    def on_epoch(summary: EpochSummary) -> None:
+        record = {"epoch": summary.epoch, "loss": summary.loss, "val_acc": accuracy(model, splits.val)}
+        if after_epoch is not None:
+            record.update(after_epoch(summary))
+        history.append(record)
+        if cfg.select == "best_val" and record["val_acc"] > best["val_acc"]:
+            best.update(val_acc=record["val_acc"], state=copy.deepcopy(model.state_dict()))
+
+    train(model, splits.train, loss_fn, optimizer, cfg.epochs, batch_size, generator,
+          make_scheduler(optimizer, cfg), on_epoch)
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    return history
+
+
+def train_base(model: nn.Module, splits: Splits, spec: Spec, generator: torch.Generator) -> list[dict]:
+    """Train `model` from scratch with cross-entropy."""
+
+    def loss_fn(m, x, y, g):
+        per_sample = F.cross_entropy(m(x), y, reduction="none")
+        return per_sample.mean(), per_sample
+
+    return _fit(model, splits, spec.base, spec.data.batch_size, generator, loss_fn)
+
+
+def linearize(base: nn.Module, splits: Splits, spec: Spec, generator: torch.Generator) -> tuple[nn.Module, list[dict]]:
+    """Linearize a copy of `base` to `spec.linearize.budget` with the configured method."""
+    total = count_relus(base, tuple(splits.train.x.shape[1:])).total
+    budget = resolve_budget(spec.linearize.budget, total)
+    method = get_linearizer(spec.linearize.method)
+    return method(base, splits, spec.linearize, budget, spec.data.batch_size, generator)
+
+
+def finetune(student: nn.Module, teacher: nn.Module, splits: Splits, cfg: FinetuneConfig, batch_size: int,
+             generator: torch.Generator) -> list[dict]:
+    """KD finetuning of `student` from `teacher`; with cfg.mu > 0, Algorithm 1 (fairness-aware).
+
+    Multipliers start at zero, one per group; after each epoch
+    λ_a ← λ_a + µ·|L(S) − L_a(S)|, where L(S) and L_a(S) are the per-sample KD losses averaged
+    over the epoch's batches (the model moves during the epoch; no extra pass over S is made).
+    """
+    teacher.eval()
+    names = splits.train.group_names
+    multipliers = torch.zeros(len(names), device=splits.train.y.device)
+
+    def loss_fn(m, x, y, g):
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        return fair_kd_loss(m(x), teacher_logits, y, g, multipliers, cfg.temperature)
+
+    def update_multipliers(summary: EpochSummary) -> dict:
+        present = (summary.group_count > 0).to(multipliers.device)
+        violation = (summary.loss - summary.group_loss.to(multipliers.device)).abs() * present
+        multipliers.add_(cfg.mu * violation)
+        return {f"multiplier/{name}": float(v) for name, v in zip(names, multipliers)}
+
+    return _fit(student, splits, cfg, batch_size, generator, loss_fn, update_multipliers)

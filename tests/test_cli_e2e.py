@@ -1,0 +1,112 @@
+"""`fairsweep run` end to end on a reduced mu_ablation (1 seed, 2 budgets, 2 µ): Ray Tune schedules,
+MLflow records, a re-run resumes without training anything, a failing trial gives exit status 1."""
+
+import json
+import re
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+
+from conftest import MU_ABLATION, TINY_OVERRIDES
+from fairsweep.data import load_splits
+from fairsweep.spec import load_spec
+
+METRICS = ["acc", "drop_gap_pct", "acc_gap", "worst_group_acc", "relu_count"]
+
+
+def run_cli(tmp_path, *extra):
+    args = [sys.executable, "-m", "fairsweep", "run", str(MU_ABLATION), "--storage", "runs"]
+    for item in [*TINY_OVERRIDES, *extra]:
+        args += ["--set", item]
+    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def stage_dirs(tmp_path):
+    return {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs" / "stages").glob("*/*")}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("sweep")
+    first = run_cli(tmp_path)
+    stages_after_first = stage_dirs(tmp_path)
+    second = run_cli(tmp_path)
+    return tmp_path, first, second, stages_after_first
+
+
+def test_sweep_runs_and_prints_the_table(swept):
+    tmp_path, first, _, stages = swept
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = first.stdout
+    assert "4/4 trials finished (0 from earlier runs)" in out
+    assert "stages trained now (of unique): base 1/1, linearize 2/2, finetune 4/4" in out
+    assert "mean ± std over seeds" in out and "worst_group_acc" in out and "drop_gap_pct" in out
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out
+    assert sorted(k.split("-")[0] for k in stages) == ["base", "finetune", "finetune", "finetune", "finetune",
+                                                       "linearize", "linearize"]
+
+
+def test_mlflow_has_parent_and_child_runs_with_params_and_metrics(swept, monkeypatch):
+    tmp_path = swept[0]
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["mu_ablation"])
+    parents = runs[runs["tags.fairsweep.role"] == "sweep"]
+    children = runs[runs["tags.fairsweep.role"] == "trial"]
+    assert len(parents) == 1 and len(children) == 4
+    assert (children["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]).all()
+    assert (children["status"] == "FINISHED").all()
+    assert sorted(zip(children["params.linearize.budget"], children["params.finetune.mu"])) == [
+        ("0.03", "0.0"), ("0.03", "0.01"), ("0.1", "0.0"), ("0.1", "0.01")]
+    assert set(children["params.seed"]) == {"0"} and set(children["params.data.dataset"]) == {"digits"}
+    for key in METRICS + [f"group_acc/{g}" for g in range(10)] + [f"group_drop_pct/{g}" for g in range(10)]:
+        assert children[f"metrics.{key}"].notna().all(), key
+    assert set(children["metrics.relu_count"]) == {round(0.03 * 2048), round(0.1 * 2048)}
+    # per-epoch curves: SNL's λ and live count, the finetune multipliers
+    client = mlflow.MlflowClient()
+    run_id = children[children["params.finetune.mu"] == "0.01"]["run_id"].iloc[0]
+    live = [m.value for m in client.get_metric_history(run_id, "linearize/live_relus")]
+    assert live[0] > live[-1] and len(client.get_metric_history(run_id, "finetune/multiplier/9")) == 2
+
+
+def test_logged_model_loads_and_reproduces_the_logged_accuracy(swept, monkeypatch):
+    tmp_path = swept[0]
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["mu_ablation"], filter_string="tags.`fairsweep.role` = 'trial'")
+    row = runs.iloc[0]
+    model = mlflow.pytorch.load_model(f"runs:/{row['run_id']}/model").eval()
+    spec = load_spec(MU_ABLATION, TINY_OVERRIDES)
+    test = load_splits(spec.data, seed=0).test
+    with torch.no_grad():
+        acc = float((model(test.x).argmax(1) == test.y).double().mean())
+    assert acc == pytest.approx(row["metrics.acc"], abs=1e-9)
+
+
+def test_rerun_resumes_without_training_or_duplicate_runs(swept, monkeypatch):
+    tmp_path, _, second, stages = swept
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "4/4 trials finished (4 from earlier runs)" in second.stdout
+    assert "stages trained now (of unique): base 0/1, linearize 0/2, finetune 0/4" in second.stdout
+    assert stage_dirs(tmp_path) == stages  # nothing rewritten
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    assert len(mlflow.search_runs(experiment_names=["mu_ablation"])) == 5
+
+
+def test_adding_a_mu_trains_only_the_new_finetunings(swept):
+    tmp_path = swept[0]
+    result = run_cli(tmp_path, "finetune.mu=[0,0.01,0.005]")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stages trained now (of unique): base 0/1, linearize 0/2, finetune 2/6" in result.stdout
+
+
+def test_a_failing_trial_is_listed_and_exits_1(tmp_path):
+    result = run_cli(tmp_path, "linearize.max_epochs=1", "linearize.lambda_init=1e-9", "linearize.budget=[0.01]",
+                     "finetune.mu=[0]", "resources.max_failures=0")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 trial(s) failed" in result.stdout
+    assert re.search(r"seed=0,budget=0.01,mu=0: .*SNL did not reach its budget", " ".join(result.stdout.split()))

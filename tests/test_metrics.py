@@ -1,0 +1,53 @@
+"""Group metrics against fairlearn's MetricFrame, and the trial metric contract of DESIGN.md."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from fairlearn.metrics import MetricFrame
+from sklearn.metrics import accuracy_score
+
+from fairsweep.metrics.groups import group_accuracy, safe_key, trial_metrics
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_group_accuracy_equals_fairlearn(seed):
+    rng = np.random.default_rng(seed)
+    n, names = 500, ("white", "black", "asian", "indian", "other")
+    y = rng.integers(0, 4, n)
+    pred = np.where(rng.random(n) < 0.7, y, rng.integers(0, 4, n))
+    g = rng.choice(len(names), n, p=[0.6, 0.2, 0.1, 0.07, 0.03])
+    ours = group_accuracy(torch.as_tensor(pred), torch.as_tensor(y), torch.as_tensor(g), names)
+    frame = MetricFrame(metrics=accuracy_score, y_true=y, y_pred=pred, sensitive_features=[names[i] for i in g])
+    assert ours.overall == pytest.approx(frame.overall)
+    for name, value in frame.by_group.items():
+        assert ours.by_group[name] == pytest.approx(value)
+    assert ours.difference() == pytest.approx(frame.difference(method="between_groups"))
+    assert ours.group_min() == pytest.approx(frame.group_min())
+    assert sum(ours.counts.values()) == n
+
+
+def test_trial_metrics_contract():
+    base = group_accuracy(torch.tensor([0, 1, 1, 0, 1]), torch.tensor([0, 1, 1, 0, 0]), torch.tensor([0, 0, 1, 1, 1]),
+                          ("maj", "min"))
+    final = group_accuracy(torch.tensor([0, 1, 0, 0, 1]), torch.tensor([0, 1, 1, 0, 0]), torch.tensor([0, 0, 1, 1, 1]),
+                           ("maj", "min"))
+    m = trial_metrics(final, base, relu_count=50, base_relu_count=200, param_dist=1.5)
+    assert m["acc"] == pytest.approx(0.6) and m["group_acc/maj"] == 1.0 and m["group_acc/min"] == pytest.approx(1 / 3)
+    # base: maj 1.0, min 2/3 -> drops 0 % and (2/3 − 1/3)/(2/3)·100 = 50 %
+    assert m["group_drop_pct/maj"] == 0.0 and m["group_drop_pct/min"] == pytest.approx(50.0)
+    assert m["drop_gap_pct"] == pytest.approx(50.0)
+    assert m["acc_gap"] == pytest.approx(2 / 3) and m["worst_group_acc"] == pytest.approx(1 / 3)
+    assert m["relu_count"] == 50 and m["relu_fraction"] == 0.25 and m["param_dist"] == 1.5
+
+
+def test_drop_is_nan_not_an_error_when_base_got_a_group_all_wrong():
+    base = group_accuracy(torch.tensor([1, 0]), torch.tensor([0, 0]), torch.tensor([0, 1]), ("a", "b"))
+    final = group_accuracy(torch.tensor([0, 0]), torch.tensor([0, 0]), torch.tensor([0, 1]), ("a", "b"))
+    m = trial_metrics(final, base, 1, 1, 0.0)
+    assert math.isnan(m["group_drop_pct/a"]) and m["group_drop_pct/b"] == 0.0 and m["drop_gap_pct"] == 0.0
+
+
+def test_safe_key():
+    assert safe_key("18-64 yrs (adult)") == "18-64_yrs__adult_" and safe_key("a/b.c_d-e") == "a/b.c_d-e"

@@ -1,0 +1,171 @@
+"""Spec validation: every mistake is one paragraph naming the key, the value and what is accepted."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import MU_ABLATION
+from fairsweep.errors import UserError
+from fairsweep.spec import apply_overrides, load_spec, validate_spec
+from fairsweep.sweep.plan import make_plan
+
+
+def problems(raw) -> str:
+    with pytest.raises(UserError) as info:
+        validate_spec(raw)
+    return "\n".join(info.value.problems)
+
+
+def test_embedded_sweep_is_valid_and_has_the_issue_grid():
+    spec = load_spec(MU_ABLATION)
+    assert spec.data.dataset == "digits" and spec.linearize.method == "snl"
+    assert spec.sweep.grid == {"seed": [0, 1, 2], "linearize.budget": [0.01, 0.03, 0.1],
+                               "finetune.mu": [0.0, 0.0005, 0.005, 0.01]}
+    assert all(0 < b < 1 for b in spec.sweep.grid["linearize.budget"])  # fractions of the model's ReLUs
+
+
+def test_unknown_key_suggests_the_closest(tiny_raw):
+    tiny_raw["finetune"]["mux"] = 0.1
+    text = problems(tiny_raw)
+    assert "unknown key `finetune.mux` (did you mean `mu`?)" in text
+    assert "Valid keys here:" in text and "temperature" in text
+
+
+def test_unknown_section(tiny_raw):
+    tiny_raw["finetun"] = {}
+    assert "unknown key `finetun` (did you mean `finetune`?)" in problems(tiny_raw)
+
+
+def test_wrong_type(tiny_raw):
+    tiny_raw["finetune"]["epochs"] = "ten"
+    text = problems(tiny_raw)
+    assert "`finetune.epochs`" in text and "'ten'" in text and "integer" in text
+
+
+@pytest.mark.parametrize("key,value,expect", [
+    (("finetune", "mu"), -0.1, "greater than or equal to 0"),
+    (("linearize", "budget"), 0, "greater than 0"),
+    (("linearize", "budget"), -5, "greater than 0"),
+    (("linearize", "budget"), 150.5, "whole number of ReLUs"),
+])
+def test_out_of_range(tiny_raw, key, value, expect):
+    tiny_raw[key[0]][key[1]] = value
+    text = problems(tiny_raw)
+    assert f"`{key[0]}.{key[1]}`" in text and expect in text and repr(value) in text
+
+
+@pytest.mark.parametrize("section,key,bad,names", [
+    ("data", "dataset", "digitz", "digits"),
+    ("model", "arch", "small_cn", "small_cnn"),
+    ("linearize", "method", "snll", "snl"),
+])
+def test_unknown_names_list_the_valid_ones(tiny_raw, section, key, bad, names):
+    tiny_raw[section][key] = bad
+    text = problems(tiny_raw)
+    assert f"`{bad}`" in text and f"did you mean `{names}`" in text and "Available:" in text
+
+
+def test_all_problems_reported_together(tiny_raw):
+    tiny_raw["finetune"]["mu"] = -1
+    tiny_raw["base"]["epochz"] = 3
+    with pytest.raises(UserError) as info:
+        validate_spec(tiny_raw)
+    assert len(info.value.problems) == 2
+
+
+def test_grid_keys_and_values_are_checked(tiny_raw):
+    tiny_raw["sweep"] = {"grid": {"finetune.muu": [0.1], "finetune.mu": [0, -1], "seed": 3}}
+    text = problems(tiny_raw)
+    assert "unknown key `sweep.grid.finetune.muu` (did you mean `mu`?)" in text
+    assert "`sweep.grid.finetune.mu` value -1" in text
+    assert "`sweep.grid.seed`: expected a non-empty list, got 3" in text
+
+
+def test_overrides_set_scalars_and_grids(tiny_raw):
+    raw = apply_overrides(tiny_raw, ["finetune.epochs=7", "finetune.mu=[0,0.01]", "data.root=~/data"])
+    spec = validate_spec(raw)
+    assert spec.finetune.epochs == 7 and spec.data.root == "~/data"
+    assert spec.sweep.grid["finetune.mu"] == [0, 0.01]
+    # a scalar for a key already in the grid narrows the grid
+    spec = validate_spec(apply_overrides(raw, ["finetune.mu=0.5"]))
+    assert spec.sweep.grid["finetune.mu"] == [0.5]
+    # a list for a list-typed key is a value, not a grid
+    spec = validate_spec(apply_overrides(raw, ["data.imbalance.minority_classes=[1,2]"]))
+    assert spec.data.imbalance.minority_classes == [1, 2] and "data.imbalance.minority_classes" not in spec.sweep.grid
+
+
+def test_malformed_override(tiny_raw):
+    with pytest.raises(UserError, match="expected KEY=VALUE"):
+        apply_overrides(tiny_raw, ["finetune.mu"])
+
+
+def test_plan_counts_of_the_embedded_sweep():
+    plan = make_plan(load_spec(MU_ABLATION))
+    assert len(plan.trials) == 36
+    assert [len(plan.unique_stages(k)) for k in ("base", "linearize", "finetune")] == [3, 9, 36]
+    # trials sharing a seed share its base stage; seeds vary fastest so neighbours rarely wait
+    assert [t.values["seed"] for t in plan.trials[:3]] == [0, 1, 2]
+
+
+def test_stage_identity_is_content(tiny_raw):
+    a = make_plan(validate_spec(tiny_raw)).trials[0]
+    tiny_raw["finetune"]["mu"] = 0.01
+    b = make_plan(validate_spec(tiny_raw)).trials[0]
+    assert a.stages["base"].id == b.stages["base"].id and a.stages["linearize"].id == b.stages["linearize"].id
+    assert a.stages["finetune"].id != b.stages["finetune"].id
+    tiny_raw["base"]["epochs"] = 4  # a parent change changes every descendant
+    c = make_plan(validate_spec(tiny_raw)).trials[0]
+    assert len({c.stages[k].id for k in ("base", "linearize", "finetune")} & {b.stages[k].id for k in
+               ("base", "linearize", "finetune")}) == 0
+
+
+# --- the CLI: exit status 2, one paragraph, no traceback ---------------------------------------
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "fairsweep", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def write(tmp_path, raw):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("mutate,expect", [
+    (lambda r: r["finetune"].update(mux=1), "unknown key `finetune.mux` (did you mean `mu`?)"),
+    (lambda r: r["linearize"].update(budget=100000), "budget must be > 0 and at most the model's 1024 ReLUs"),
+    (lambda r: r["data"].update(dataset="cifar11"), "unknown dataset `cifar11`"),
+    (lambda r: r.update(resources={"device": "cuda"}), "no CUDA GPU is visible"),
+])
+def test_cli_rejects_bad_specs_with_status_2(tmp_path, tiny_raw, mutate, expect):
+    mutate(tiny_raw)
+    for command in ("validate", "run"):
+        result = cli(command, str(write(tmp_path, tiny_raw)), "--storage", str(tmp_path / "runs"), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert expect in " ".join(result.stderr.split())
+        assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()  # no work started
+
+
+def test_cli_missing_spec_file(tmp_path):
+    result = cli("run", "nope.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and "spec file not found: nope.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_budget_in_grid_above_relu_count(tmp_path, tiny_raw):
+    result = cli("validate", str(write(tmp_path, tiny_raw)), "--set", "linearize.budget=[0.1,5000]", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "`sweep.grid.linearize.budget`: budget must be > 0 and at most the model's 1024 ReLUs" in result.stderr
+    assert "got 5000" in result.stderr
+
+
+def test_cli_validate_prints_the_plan(tmp_path):
+    result = cli("validate", str(MU_ABLATION), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "36 trials" in result.stdout
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert "│ 3 " in lines["base"] and "│ 9 " in lines["linearize"] and "│ 36 " in lines["finetune"]

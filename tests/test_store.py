@@ -1,0 +1,67 @@
+"""The stage store: built once, reused after, exactly one builder under concurrency, atomic writes."""
+
+import multiprocessing as mp
+import time
+
+import pytest
+import torch
+
+from fairsweep.spec import validate_spec
+from fairsweep.sweep.plan import make_plan
+from fairsweep.sweep.store import StageStore
+
+
+def _stage(tiny_raw):
+    return make_plan(validate_spec(tiny_raw)).trials[0].stages["base"]
+
+
+def test_built_once_then_reused(tmp_path, tiny_raw):
+    store, stage = StageStore(tmp_path), _stage(tiny_raw)
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"w": torch.arange(3.0)}, {"history": [1, 2]}
+
+    first = store.get_or_build(stage, build)
+    second = store.get_or_build(stage, build)
+    assert first.trained and not second.trained and len(calls) == 1
+    assert torch.equal(second.state["w"], torch.arange(3.0)) and second.result == {"history": [1, 2]}
+
+
+def test_a_failed_build_leaves_nothing(tmp_path, tiny_raw):
+    store, stage = StageStore(tmp_path), _stage(tiny_raw)
+
+    def build():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.get_or_build(stage, build)
+    assert not store.has(stage) and not store.path(stage).exists()
+    assert store.get_or_build(stage, lambda: ({}, {"ok": 1})).trained  # the next caller builds it
+
+
+def _race(root, raw, counter, barrier):
+    stage = _stage(raw)
+    barrier.wait()
+
+    def build():
+        with counter.get_lock():
+            counter.value += 1
+        time.sleep(0.5)  # long enough that every other process arrives while it trains
+        return {"w": torch.ones(2)}, {"by": "one"}
+
+    out = StageStore(root).get_or_build(stage, build)
+    assert out.result == {"by": "one"}
+
+
+def test_exactly_one_of_many_processes_trains_a_missing_stage(tmp_path, tiny_raw):
+    ctx = mp.get_context("spawn")
+    counter, barrier = ctx.Value("i", 0), ctx.Barrier(4)
+    procs = [ctx.Process(target=_race, args=(tmp_path, tiny_raw, counter, barrier)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert counter.value == 1
