@@ -33,6 +33,10 @@ BUDGET_RANGE = (
     "(a number below 1 is a fraction of them), got {value!r}."
 )
 BUDGET_NOT_INTEGER = "`{key}`: an absolute budget (>= 1) must be a whole number of ReLUs, got {value!r}."
+NO_RAY_CLUSTER = (
+    "could not connect to a Ray cluster at `{address}` ({reason}); start one with `ray start --head` "
+    "or leave out --address to run on a local Ray."
+)
 NO_GPU = (
     "`resources.device` is `cuda` but no CUDA GPU is visible to torch on this machine; "
     "use `--set resources.device=cpu`."

@@ -169,3 +169,10 @@ def test_cli_validate_prints_the_plan(tmp_path):
     assert "36 trials" in result.stdout
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
     assert "│ 3 " in lines["base"] and "│ 9 " in lines["linearize"] and "│ 36 " in lines["finetune"]
+
+
+def test_cli_unreachable_cluster_is_a_clear_error(tmp_path, tiny_raw):
+    result = cli("run", str(write(tmp_path, tiny_raw)), "--address", "127.0.0.1:1", "--storage", "runs", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "could not connect to a Ray cluster at `127.0.0.1:1`" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "mlflow.db").exists()

@@ -46,12 +46,12 @@ class Progress:
                                f"worst_group_acc={metrics['worst_group_acc']:.4f}  ({elapsed:.0f}s)",
                                highlight=False, soft_wrap=True)
 
-    def trial_failed(self) -> None:
+    def trial_failed(self, name: str) -> None:
         self.failed += 1
         self.running = max(0, self.running - 1)
         self._refresh()
         if self._live is None:
-            self.console.print(f"[{self.done + self.failed}/{self.total}] a trial failed", highlight=False)
+            self.console.print(f"[{self.done + self.failed}/{self.total}] {name} failed", highlight=False)
 
     def close(self) -> None:
         if self._live is not None:

@@ -81,13 +81,63 @@ def describe_plan(plan: Plan, storage: Path | None = None) -> dict[str, Any]:
 
 
 def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=None) -> SweepOutcome:
-    from fairsweep.sweep.progress import Progress
-    from fairsweep.tracking import Tracker
-
     started = time.time()
     storage = Path(storage).expanduser().resolve()
     plan = make_plan(spec)
     check_plan(plan)
+    address = address or spec.resources.address
+    if address:  # fail fast on an unreachable cluster, before any work
+        _connect_ray(address)
+    try:
+        return _run(spec, plan, storage, console, started)
+    finally:
+        if address:
+            import ray
+
+            ray.shutdown()
+
+
+def _ray_environment() -> None:
+    """Set before Ray is imported."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls home
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune then prints nothing itself
+
+
+def _connect_ray(address: str | None) -> None:
+    """Connect to the cluster at `address`, or start a local Ray bound to 127.0.0.1."""
+    _ray_environment()
+    import logging
+
+    import ray
+
+    if address:
+        _check_reachable(address)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except Exception as exc:  # ConnectionError, or Ray's own when no cluster answers
+            raise UserError(errors.NO_RAY_CLUSTER.format(address=address, reason=_one_line(exc))) from None
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False, _node_ip_address="127.0.0.1")
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that nothing answers is an error now: `ray.init` would retry it without end."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # `auto`, or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(errors.NO_RAY_CLUSTER.format(address=address, reason=exc.strerror or exc)) from None
+
+
+def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> SweepOutcome:
+    from fairsweep.sweep.progress import Progress
+    from fairsweep.tracking import Tracker
+
     tracker = Tracker(spec.tracking.uri, spec.experiment)
     parent = tracker.sweep_run(spec, len(plan.trials))
     done = tracker.finished_trials(parent)
@@ -108,13 +158,10 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
 
     pending = []
     for trial in plan.trials:
-        if trial.id in done and _read_record(storage, trial.id) is not None:
-            outcome.records[trial.id] = _read_record(storage, trial.id)
+        finish(trial.id)  # a trial finished earlier; logged now if its driver died before logging it
+        if trial.id in outcome.records:
             outcome.skipped += 1
-        elif _read_record(storage, trial.id) is not None:
-            finish(trial.id)  # finished by a worker, not yet logged: log it now
-            outcome.skipped += 1
-        else:
+        elif trial.name not in outcome.failed:
             pending.append(trial)
 
     progress = Progress(len(plan.trials), already_done=outcome.skipped, console=console)
@@ -128,7 +175,7 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
             progress.trial_done(record["name"], record["metrics"])
 
     if pending:
-        failures = _run_with_tune(spec, pending, storage, address, on_done, progress)
+        failures = _run_with_tune(spec, pending, storage, on_done, progress)
         for trial_id, error in failures.items():
             outcome.failed[by_id[trial_id].name] = error
         for trial in pending:  # a completion the callback missed is still logged
@@ -145,24 +192,15 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
     return outcome
 
 
-def _run_with_tune(spec: Spec, pending: list[Trial], storage: Path, address: str | None, on_done, progress
-                   ) -> dict[str, str]:
+def _run_with_tune(spec: Spec, pending: list[Trial], storage: Path, on_done, progress) -> dict[str, str]:
     """Schedule `pending` as Ray Tune trials (one trainable call per trial); returns failures by trial id."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls home
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune then prints nothing itself
-    import logging
-
+    _ray_environment()
     import ray
     from ray import tune
 
-    address = address or spec.resources.address
     started_here = not ray.is_initialized()
     if started_here:
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=False, _node_ip_address="127.0.0.1")
+        _connect_ray(None)
     try:
         trials = {t.id: {"spec": t.spec.model_dump(mode="json"), "values": t.values} for t in pending}
         res = spec.resources
@@ -178,7 +216,7 @@ def _run_with_tune(spec: Spec, pending: list[Trial], storage: Path, address: str
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(storage / "tune"),
                 failure_config=tune.FailureConfig(max_failures=res.max_failures),
-                callbacks=[_driver_callback(on_done, progress)],
+                callbacks=[_driver_callback(on_done, progress, {t.id: t.name for t in pending})],
                 verbose=0,
             ),
         )
@@ -193,7 +231,7 @@ def _run_with_tune(spec: Spec, pending: list[Trial], storage: Path, address: str
             ray.shutdown()
 
 
-def _driver_callback(on_done, progress):
+def _driver_callback(on_done, progress, names: dict[str, str]):
     """A Tune callback in the driver: logs each finished trial to MLflow at once, updates progress."""
     from ray import tune
 
@@ -205,7 +243,7 @@ def _driver_callback(on_done, progress):
             on_done(trial.config["trial_id"])
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            progress.trial_failed()
+            progress.trial_failed(names[trial.config["trial_id"]])
 
         def __reduce__(self):  # Tune pickles its run config; the driver-side state stays behind
             return (tune.Callback, ())
