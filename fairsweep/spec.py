@@ -26,6 +26,12 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _registered(what: str, name: str, names: list[str]) -> str:
+    if name not in names:
+        raise ValueError(errors.unknown_name(what, name, names))
+    return name
+
+
 class Imbalance(Section):
     """Keep a fraction of some classes, as the paper does to unbalance CIFAR-10."""
 
@@ -49,9 +55,7 @@ class DataConfig(Section):
     def _known_dataset(cls, name: str) -> str:
         from fairsweep.data import list_datasets
 
-        if name not in list_datasets():
-            raise ValueError(errors.unknown_name("dataset", name, list_datasets()))
-        return name
+        return _registered("dataset", name, list_datasets())
 
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
@@ -79,9 +83,7 @@ class ModelConfig(Section):
     def _known_arch(cls, name: str) -> str:
         from fairsweep.models import list_models
 
-        if name not in list_models():
-            raise ValueError(errors.unknown_name("architecture", name, list_models()))
-        return name
+        return _registered("architecture", name, list_models())
 
 
 class OptimConfig(Section):
@@ -123,9 +125,7 @@ class LinearizeConfig(Section):
     def _known_method(cls, name: str) -> str:
         from fairsweep.linearize import list_linearizers
 
-        if name not in list_linearizers():
-            raise ValueError(errors.unknown_name("linearization method", name, list_linearizers()))
-        return name
+        return _registered("linearization method", name, list_linearizers())
 
     @field_validator("budget")
     @classmethod

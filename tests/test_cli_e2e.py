@@ -1,7 +1,6 @@
 """`fairsweep run` end to end on a reduced mu_ablation (1 seed, 2 budgets, 2 µ): Ray Tune schedules,
 MLflow records, a re-run resumes without training anything, a failing trial gives exit status 1."""
 
-import json
 import re
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import sys
 import mlflow
 import pytest
 import torch
+import yaml
 
 from conftest import MU_ABLATION, TINY_OVERRIDES
 from fairsweep.data import load_splits
@@ -110,3 +110,22 @@ def test_a_failing_trial_is_listed_and_exits_1(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 trial(s) failed" in result.stdout
     assert re.search(r"seed=0,budget=0.01,mu=0: .*SNL did not reach its budget", " ".join(result.stdout.split()))
+
+
+def test_another_sweep_sharing_storage_reuses_trials_and_names_them_its_way(swept):
+    tmp_path = swept[0]
+    # the fixture's trials at budget 0.1, from a spec whose grid varies µ only
+    raw = yaml.safe_load(MU_ABLATION.read_text())
+    del raw["sweep"]["grid"]["linearize.budget"]
+    raw["linearize"]["budget"] = 0.1
+    (tmp_path / "mu_only.yaml").write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, "-m", "fairsweep", "run", "mu_only.yaml", "--storage", "runs"]
+    for item in TINY_OVERRIDES:
+        if not item.startswith("linearize.budget"):
+            cmd += ["--set", item]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2/2 trials finished (2 from earlier runs)" in result.stdout
+    assert "base 0/1, linearize 0/1, finetune 0/2" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["0.0", "0.01"]  # grouped by this sweep's grid

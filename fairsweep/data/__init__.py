@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fairsweep.registry import Registry
+
 if TYPE_CHECKING:  # torch is imported lazily so that the CLI starts fast
     import torch
 
@@ -62,29 +64,25 @@ class DatasetInfo:
     load: Callable[[DataConfig], GroupedData]
 
 
-_DATASETS: dict[str, DatasetInfo] = {}
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
 def register_dataset(name: str, *, description: str, targets: tuple[str, ...], groups: tuple[str, ...],
                      embedded: bool = False) -> Callable:
     def wrap(load: Callable[[DataConfig], GroupedData]) -> Callable[[DataConfig], GroupedData]:
-        _DATASETS[name] = DatasetInfo(name, description, targets, groups, embedded, load)
+        DATASETS.add(name, DatasetInfo(name, description, targets, groups, embedded, load))
         return load
 
     return wrap
 
 
-def list_datasets() -> list[str]:
-    return sorted(_DATASETS)
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    return _DATASETS[name]
+list_datasets = DATASETS.names
+dataset_info = DATASETS.get
 
 
 def load_splits(cfg: DataConfig, seed: int) -> Splits:
     """Load `cfg.dataset`, apply the class imbalance and split it, all determined by `seed`."""
-    data = _DATASETS[cfg.dataset].load(cfg)
+    data = DATASETS.get(cfg.dataset).load(cfg)
     if cfg.imbalance is not None:
         data = apply_imbalance(data, cfg.imbalance.minority_classes, cfg.imbalance.minority_keep,
                                cfg.imbalance.majority_keep, seed)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fairsweep.models.sites import relu_sites
+from fairsweep.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -38,24 +39,17 @@ def resolve_budget(budget: float, total: int) -> int:
     return max(1, round(budget * total)) if budget < 1 else int(budget)
 
 
+# fn(base, splits, cfg: LinearizeConfig, budget: int, batch_size, generator) -> (masked model, history)
 Linearizer = Callable[..., tuple[nn.Module, list[dict]]]
-_LINEARIZERS: dict[str, Linearizer] = {}
+LINEARIZERS: Registry[Linearizer] = Registry("linearization method")
 
 
 def register_linearizer(name: str) -> Callable[[Linearizer], Linearizer]:
-    def wrap(fn: Linearizer) -> Linearizer:
-        _LINEARIZERS[name] = fn
-        return fn
-
-    return wrap
+    return lambda fn: LINEARIZERS.add(name, fn)
 
 
-def list_linearizers() -> list[str]:
-    return sorted(_LINEARIZERS)
-
-
-def get_linearizer(name: str) -> Linearizer:
-    return _LINEARIZERS[name]
+list_linearizers = LINEARIZERS.names
+get_linearizer = LINEARIZERS.get
 
 
 from fairsweep.linearize import snl as _snl  # noqa: E402,F401  (registers "snl")

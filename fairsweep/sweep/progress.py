@@ -14,6 +14,7 @@ class Progress:
     def __init__(self, total: int, already_done: int = 0, console: Console | None = None):
         self.console = console or Console()
         self.total, self.done, self.running, self.failed = total, already_done, 0, 0
+        self.already_done = already_done
         self.started = time.time()
         self._live = None
         if self.console.is_terminal:
@@ -42,9 +43,11 @@ class Progress:
         self._refresh()
         if self._live is None:
             elapsed = time.time() - self.started
+            finished_now = self.done + self.failed - self.already_done
+            eta = elapsed / finished_now * (self.total - self.done - self.failed)
             self.console.print(f"[{self.done + self.failed}/{self.total}] {name}  acc={metrics['acc']:.4f}  "
-                               f"worst_group_acc={metrics['worst_group_acc']:.4f}  ({elapsed:.0f}s)",
-                               highlight=False, soft_wrap=True)
+                               f"worst_group_acc={metrics['worst_group_acc']:.4f}  "
+                               f"(elapsed {elapsed:.0f}s, eta {eta:.0f}s)", highlight=False, soft_wrap=True)
 
     def trial_failed(self, name: str) -> None:
         self.failed += 1

@@ -148,11 +148,14 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
         record = _read_record(storage, trial_id)
         if record is None:
             return
+        # The record may come from another sweep sharing the storage: name it as this sweep does.
+        trial = by_id[trial_id]
+        record.update(name=trial.name, values=trial.values, spec=trial.spec.model_dump(mode="json"))
         if trial_id not in done:
             try:
-                done[trial_id] = _log_trial(tracker, parent, by_id[trial_id], record, storage)
+                done[trial_id] = _log_trial(tracker, parent, trial, record, storage)
             except Exception as exc:  # the trial's results are safe in the store; re-running logs them
-                outcome.failed[by_id[trial_id].name] = f"logging to MLflow failed: {exc}"
+                outcome.failed[trial.name] = f"logging to MLflow failed: {exc}"
                 return
         outcome.records[trial_id] = record
 
