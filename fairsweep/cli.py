@@ -38,12 +38,13 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
     """Check a spec without running it and print the plan: trials and unique stages of each kind."""
     from fairsweep.spec import load_spec
     from fairsweep.sweep.plan import make_plan
-    from fairsweep.sweep.runner import check_plan, describe_plan
+    from fairsweep.sweep.runner import check_plan, describe_plan, local_resources
 
     try:
         parsed = load_spec(spec, set_ or [])
         plan = make_plan(parsed)
-        check_plan(plan)
+        # a spec for a cluster cannot have its resources checked here, only its content
+        check_plan(plan, None if parsed.resources.address else local_resources())
     except UserError as exc:
         _fail(exc)
     info = describe_plan(plan, storage)

@@ -41,6 +41,10 @@ NO_GPU = (
     "`resources.device` is `cuda` but no CUDA GPU is visible to torch on this machine; "
     "use `--set resources.device=cpu`."
 )
+RESOURCES_UNAVAILABLE = (
+    "`resources.{key}` is {need} but {where} has {have} {unit}; a trial could never be scheduled. "
+    "{hint}"
+)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -156,6 +156,13 @@ class ResourcesConfig(Section):
     max_failures: int = Field(default=1, ge=0)  # Ray Tune retries of a failed trial
     address: str | None = None  # an existing Ray cluster; None starts a local one
 
+    @model_validator(mode="after")
+    def _gpu_reserved(self) -> ResourcesConfig:
+        if self.device == "cuda" and self.gpus_per_trial == 0:
+            raise ValueError("`device` is `cuda` but `gpus_per_trial` is 0, and Ray gives a trial no GPU it did "
+                             "not reserve; set resources.gpus_per_trial (1, or e.g. 0.25 to share a GPU)")
+        return self
+
 
 class TrackingConfig(Section):
     uri: str = "sqlite:///mlflow.db"

@@ -4,6 +4,7 @@ MLflow records, a re-run resumes without training anything, a failing trial give
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -18,9 +19,12 @@ METRICS = ["acc", "drop_gap_pct", "acc_gap", "worst_group_acc", "relu_count"]
 
 
 def run_cli(tmp_path, *extra):
+    """`fairsweep run` of the reduced mu_ablation; `extra` holds more overrides, then other flags."""
     args = [sys.executable, "-m", "fairsweep", "run", str(MU_ABLATION), "--storage", "runs"]
-    for item in [*TINY_OVERRIDES, *extra]:
+    overrides = [*TINY_OVERRIDES, *(e for e in extra if "=" in e and not e.startswith("-"))]
+    for item in overrides:
         args += ["--set", item]
+    args += [e for e in extra if e not in overrides]
     return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
 
@@ -129,3 +133,23 @@ def test_another_sweep_sharing_storage_reuses_trials_and_names_them_its_way(swep
     assert "base 0/1, linearize 0/1, finetune 0/2" in result.stdout
     rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
     assert [row.split("│")[1].strip() for row in rows] == ["0.0", "0.01"]  # grouped by this sweep's grid
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """A real Ray cluster started by `ray start --head` (as a user would), on a port of its own."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    started = subprocess.run([str(ray_cli), "start", "--head", "--port", "6391", "--num-cpus", "2",
+                              "--node-ip-address", "127.0.0.1", "--include-dashboard=false"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield "127.0.0.1:6391"
+    finally:
+        subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, timeout=180)
+
+
+def test_address_runs_the_trials_on_an_existing_cluster(tmp_path, ray_cluster):
+    result = run_cli(tmp_path, "linearize.budget=[0.1]", "--address", ray_cluster)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2/2 trials finished (0 from earlier runs)" in result.stdout

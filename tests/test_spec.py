@@ -138,7 +138,10 @@ def write(tmp_path, raw):
     (lambda r: r["finetune"].update(mux=1), "unknown key `finetune.mux` (did you mean `mu`?)"),
     (lambda r: r["linearize"].update(budget=100000), "budget must be > 0 and at most the model's 1024 ReLUs"),
     (lambda r: r["data"].update(dataset="cifar11"), "unknown dataset `cifar11`"),
-    (lambda r: r.update(resources={"device": "cuda"}), "no CUDA GPU is visible"),
+    (lambda r: r.update(resources={"device": "cuda"}), "`device` is `cuda` but `gpus_per_trial` is 0"),
+    (lambda r: r.update(resources={"device": "cuda", "gpus_per_trial": 1024}),
+     "`resources.gpus_per_trial` is 1024.0 but this machine has"),
+    (lambda r: r.update(resources={"cpus_per_trial": 4096}), "`resources.cpus_per_trial` is 4096.0 but this machine"),
 ])
 def test_cli_rejects_bad_specs_with_status_2(tmp_path, tiny_raw, mutate, expect):
     mutate(tiny_raw)

@@ -34,17 +34,31 @@ class SweepOutcome:
     seconds: float = 0.0
 
 
-def check_plan(plan: Plan) -> None:
-    """Everything that can be known wrong before training: devices, data, budgets vs ReLU counts."""
+def local_resources() -> dict[str, float]:
+    """What a local Ray started by fairsweep offers."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "this machine") -> None:
+    """Everything that can be known wrong before training: data, budgets vs ReLU counts, and (unless
+    `resources` is None) whether Ray can ever schedule a trial with what it offers."""
     from fairsweep.data import dataset_info, load_splits
     from fairsweep.linearize import count_relus
-    from fairsweep.sweep.trial import build_model, resolve_device
+    from fairsweep.sweep.trial import build_model
 
     problems: list[str] = []
-    try:
-        resolve_device(plan.spec.resources.device)
-    except UserError as exc:
-        problems.extend(exc.problems)
+    res = plan.spec.resources
+    if resources is not None:
+        if res.gpus_per_trial > resources.get("GPU", 0):
+            problems.append(errors.RESOURCES_UNAVAILABLE.format(
+                key="gpus_per_trial", need=res.gpus_per_trial, where=where, have=int(resources.get("GPU", 0)),
+                unit="GPUs", hint="Use `--set resources.device=cpu --set resources.gpus_per_trial=0`."))
+        if res.cpus_per_trial > resources.get("CPU", 0):
+            problems.append(errors.RESOURCES_UNAVAILABLE.format(
+                key="cpus_per_trial", need=res.cpus_per_trial, where=where, have=int(resources.get("CPU", 0)),
+                unit="CPUs", hint="Lower resources.cpus_per_trial."))
     totals: dict[str, int] = {}
     for trial in plan.trials:
         spec = trial.spec
@@ -84,11 +98,16 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
     started = time.time()
     storage = Path(storage).expanduser().resolve()
     plan = make_plan(spec)
-    check_plan(plan)
     address = address or spec.resources.address
     if address:  # fail fast on an unreachable cluster, before any work
         _connect_ray(address)
     try:
+        if address:
+            import ray
+
+            check_plan(plan, ray.cluster_resources(), where=f"the Ray cluster at {address}")
+        else:
+            check_plan(plan, local_resources())
         return _run(spec, plan, storage, console, started)
     finally:
         if address:
@@ -106,12 +125,18 @@ def _ray_environment() -> None:
 def _connect_ray(address: str | None) -> None:
     """Connect to the cluster at `address`, or start a local Ray bound to 127.0.0.1."""
     _ray_environment()
+    if address:
+        _check_reachable(address)
+        if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
+            # `ray start` clusters use token auth with this file by default; Ray 2.60 picks the token up
+            # for `--address auto` but not for an explicit HOST:PORT unless the mode is set before Ray
+            # is imported (seen here).
+            os.environ["RAY_AUTH_MODE"] = "token"
     import logging
 
     import ray
 
     if address:
-        _check_reachable(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except Exception as exc:  # ConnectionError, or Ray's own when no cluster answers
@@ -180,7 +205,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
     if pending:
         failures = _run_with_tune(spec, pending, storage, on_done, progress)
         for trial_id, error in failures.items():
-            outcome.failed[by_id[trial_id].name] = error
+            outcome.failed[by_id[trial_id].name if trial_id in by_id else trial_id] = error
         for trial in pending:  # a completion the callback missed is still logged
             if trial.id not in outcome.records and trial.name not in outcome.failed:
                 on_done(trial.id)
@@ -227,7 +252,9 @@ def _run_with_tune(spec: Spec, pending: list[Trial], storage: Path, on_done, pro
         failures = {}
         for result in grid:
             if result.error is not None:
-                failures[result.config["trial_id"]] = _one_line(result.error)
+                # a trial that failed before its trainable started has no config in its result
+                trial_id = (result.config or {}).get("trial_id")
+                failures[trial_id or f"<trial {len(failures)}>"] = _one_line(result.error)
         return failures
     finally:
         if started_here:
