@@ -57,7 +57,7 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
 
 @app.command()
 def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAGE,
-        address: Annotated[Optional[str], typer.Option(help="an existing Ray cluster, e.g. auto or ray://host:10001")] = None
+        address: Annotated[Optional[str], typer.Option(help="an existing Ray cluster: auto, or HEAD:6379")] = None
         ) -> None:
     """Run a sweep; re-running the same command resumes it."""
     from fairsweep.spec import load_spec
