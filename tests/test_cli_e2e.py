@@ -1,9 +1,12 @@
 """`fairsweep run` end to end on a reduced mu_ablation (1 seed, 2 budgets, 2 µ): Ray Tune schedules,
 MLflow records, a re-run resumes without training anything, a failing trial gives exit status 1."""
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -153,3 +156,59 @@ def test_address_runs_the_trials_on_an_existing_cluster(tmp_path, ray_cluster):
     result = run_cli(tmp_path, "linearize.budget=[0.1]", "--address", ray_cluster)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2/2 trials finished (0 from earlier runs)" in result.stdout
+
+
+def kill_session(sid: int, timeout: float = 60) -> None:
+    """SIGKILL every process of session `sid` until none is left (Ray workers have process groups
+    of their own, so killing the driver's group is not enough)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        members = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.getsid(int(entry.name)) == sid and not _is_zombie(entry):
+                        members.append(int(entry.name))
+                except (ProcessLookupError, PermissionError, FileNotFoundError):
+                    pass
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    raise AssertionError(f"processes of session {sid} outlived SIGKILL")
+
+
+def _is_zombie(proc: Path) -> bool:
+    return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path):
+    args = [sys.executable, "-m", "fairsweep", "run", str(MU_ABLATION), "--storage", "runs"]
+    for item in [*TINY_OVERRIDES, "finetune.mu=[0,0.0005,0.005,0.01]"]:
+        args += ["--set", item]
+    driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    try:
+        for line in driver.stdout:  # kill it as soon as the first trial has been logged
+            if line.startswith("[1/8]"):
+                break
+        kill_session(driver.pid)  # the driver and every Ray process it started, as in a crash
+    finally:
+        driver.wait(60)
+    assert driver.returncode == -signal.SIGKILL
+    stored = {kind: len(list((tmp_path / "runs" / "stages" / kind).glob("*"))) for kind in ("base", "linearize",
+                                                                                           "finetune")}
+    assert stored["base"] == 1 and stored["finetune"] < 8
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    done_before = int(re.search(r"8/8 trials finished \((\d+) from earlier runs\)", result.stdout).group(1))
+    assert done_before >= 1
+    assert (f"base 0/1, linearize {2 - stored['linearize']}/2, finetune {8 - stored['finetune']}/8"
+            in result.stdout)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["mu_ablation"], filter_string="tags.`fairsweep.role` = 'trial'")
+    assert len(runs) == 8 and runs["tags.fairsweep.trial_id"].nunique() == 8 and (runs["status"] == "FINISHED").all()
