@@ -38,6 +38,13 @@ def group_accuracy(pred: torch.Tensor, y: torch.Tensor, g: torch.Tensor, group_n
                         {name: int(counts[i]) for i, name in enumerate(group_names) if counts[i] > 0})
 
 
+def evaluate(model: torch.nn.Module, data) -> GroupMetrics:
+    """Accuracy of `model` on a `GroupedData`, overall and per group (eval mode, no gradients)."""
+    from fairsweep.train.loop import predict
+
+    return group_accuracy(predict(model, data.x).argmax(1), data.y, data.g, data.group_names)
+
+
 def safe_key(name: str) -> str:
     """A group name usable in an MLflow metric key (letters, digits, `_ - . /`)."""
     return re.sub(r"[^A-Za-z0-9_\-./]", "_", name)

@@ -316,7 +316,7 @@ def _log_trial(tracker, parent: str, trial: Trial, record: dict, storage: Path) 
         stage = trial.stages[kind]
         if not store.has(stage):
             continue
-        history = json.loads((store.path(stage) / "result.json").read_text())["history"]
+        history = store.result(stage)["history"]
         for key in sorted({k for row in history for k in row} - {"epoch"}):
             curves[f"{kind}/{key}"] = [row.get(key, math.nan) for row in history]
     model = None

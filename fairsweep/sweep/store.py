@@ -41,10 +41,13 @@ class StageStore:
     def has(self, stage: Stage) -> bool:
         return (self.path(stage) / "result.json").is_file()
 
+    def result(self, stage: Stage) -> dict[str, Any]:
+        """The stored stage's JSON result (history, summary numbers), without loading its model."""
+        return json.loads((self.path(stage) / "result.json").read_text())
+
     def load(self, stage: Stage) -> StageOutput:
-        path = self.path(stage)
-        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-        return StageOutput(state, json.loads((path / "result.json").read_text()), trained=False)
+        state = torch.load(self.path(stage) / "model.pt", map_location="cpu", weights_only=True)
+        return StageOutput(state, self.result(stage), trained=False)
 
     def get_or_build(self, stage: Stage, build: Callable[[], tuple[dict, dict]]) -> StageOutput:
         """The stored output of `stage`, or `build()`'s, stored, if no trial has produced it yet."""

@@ -17,13 +17,12 @@ from torch import nn
 from fairsweep.data import Splits, load_splits
 from fairsweep.errors import NO_GPU, UserError
 from fairsweep.linearize import count_relus
-from fairsweep.metrics.groups import group_accuracy, param_distance, trial_metrics
+from fairsweep.metrics.groups import evaluate, param_distance, trial_metrics
 from fairsweep.models import create_model
 from fairsweep.spec import Spec
 from fairsweep.sweep.plan import Trial
 from fairsweep.sweep.store import StageStore, write_json_atomic
 from fairsweep.train import stages
-from fairsweep.train.loop import predict
 
 
 def resolve_device(device: str) -> torch.device:
@@ -98,9 +97,7 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
     fin_out = store.get_or_build(trial.stages["finetune"], build_finetune)
     final = fresh(fin_out.state)
 
-    test = splits.test
-    base_acc = group_accuracy(predict(base, test.x).argmax(1), test.y, test.g, test.group_names)
-    final_acc = group_accuracy(predict(final, test.x).argmax(1), test.y, test.g, test.group_names)
+    base_acc, final_acc = evaluate(base, splits.test), evaluate(final, splits.test)
     relus = count_relus(final, input_shape)
     base_relus = count_relus(base, input_shape).total
     metrics = trial_metrics(final_acc, base_acc, relus.total, base_relus, param_distance(final, base))

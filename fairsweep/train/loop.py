@@ -33,6 +33,7 @@ def train(model: nn.Module, data: GroupedData, loss_fn: LossFn, optimizer: torch
           on_epoch: Callable[[EpochSummary], bool | None] | None = None) -> int:
     """Run up to `epochs` epochs; `on_epoch` returning True stops early. Returns the epochs run."""
     n, num_groups = len(data), len(data.group_names)
+    counts = torch.bincount(data.g, minlength=num_groups)  # (G,) samples of each group per epoch
     for epoch in range(epochs):
         model.train()
         loss_sum = torch.zeros(num_groups, device=data.y.device)  # (G,) per-sample loss sums
@@ -45,7 +46,6 @@ def train(model: nn.Module, data: GroupedData, loss_fn: LossFn, optimizer: torch
             loss_sum.index_add_(0, g, per_sample.detach())
         if scheduler is not None:
             scheduler.step()
-        counts = torch.bincount(data.g, minlength=num_groups)
         summary = EpochSummary(epoch, float(loss_sum.sum() / n), (loss_sum / counts.clamp(min=1)).cpu(), counts.cpu())
         if not math.isfinite(summary.loss):  # never store a NaN model as a finished stage
             raise StageError(DIVERGED.format(epoch=epoch + 1, loss=summary.loss))

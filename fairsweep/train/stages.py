@@ -9,15 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fairsweep.data import GroupedData, Splits
+from fairsweep.data import Splits
 from fairsweep.linearize import count_relus, get_linearizer, resolve_budget
 from fairsweep.spec import FinetuneConfig, OptimConfig, Spec
-from fairsweep.train.loop import EpochSummary, make_optimizer, make_scheduler, predict, train
+from fairsweep.metrics.groups import evaluate
+from fairsweep.train.loop import EpochSummary, make_optimizer, make_scheduler, train
 from fairsweep.train.losses import fair_kd_loss
-
-
-def accuracy(model: nn.Module, data: GroupedData) -> float:
-    return float((predict(model, data.x).argmax(1) == data.y).float().mean())
 
 
 def _fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, generator: torch.Generator,
@@ -28,7 +25,7 @@ def _fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, ge
     best = {"val_acc": -1.0, "state": None}
 
     def on_epoch(summary: EpochSummary) -> None:
-        record = {"epoch": summary.epoch, "loss": summary.loss, "val_acc": accuracy(model, splits.val)}
+        record = {"epoch": summary.epoch, "loss": summary.loss, "val_acc": evaluate(model, splits.val).overall}
         if after_epoch is not None:
             record.update(after_epoch(summary))
         history.append(record)
