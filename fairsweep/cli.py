@@ -78,15 +78,17 @@ def _print_outcome(spec, outcome) -> None:
 
     table = results_table(outcome)
     if table is not None:
-        keys = [c for c in table.columns if not any(c.startswith(m + "_") for m in TABLE_METRICS)]
-        view = Table(*keys, *TABLE_METRICS, "seeds", title=f"{spec.name}: mean ± std over seeds")
+        metrics = [m for m in TABLE_METRICS if f"{m}_mean" in table.columns]
+        keys = [c for c in table.columns if not any(c.startswith(m + "_") for m in metrics)]
+        view = Table(*keys, *metrics, "seeds", title=f"{spec.name}: mean ± std over seeds")
         for _, row in table.iterrows():
             cells = [str(row[k]) for k in keys]
-            for m in TABLE_METRICS:
+            for m in metrics:
                 mean, std = row[f"{m}_mean"], row[f"{m}_std"]
                 digits = 2 if m.endswith("_pct") else 4
-                cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if not math.isnan(std) else f"{mean:.{digits}f}")
-            cells.append(str(int(row[f"{TABLE_METRICS[0]}_count"])))
+                cells.append("—" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+                             if not math.isnan(std) else f"{mean:.{digits}f}")
+            cells.append(str(int(row[f"{metrics[0]}_count"])))
             view.add_row(*cells)
         console.print(view)
     unique = {k: len(outcome.plan.unique_stages(k)) for k in outcome.trained}

@@ -98,6 +98,7 @@ class OptimConfig(Section):
     step_every: int = Field(default=30, ge=1)  # epochs between decays, for schedule=step
     step_gamma: float = Field(default=0.1, gt=0, le=1)
     select: Literal["best_val", "last"] = "last"  # which epoch's model the stage keeps
+    batch_size: int | None = Field(default=None, ge=1)  # None: data.batch_size
 
 
 class BaseConfig(OptimConfig):
@@ -109,7 +110,7 @@ class BaseConfig(OptimConfig):
 
 
 class LinearizeConfig(Section):
-    """Linearizing the base model to a ReLU budget (SNL, as described in DESIGN.md)."""
+    """Linearizing the base model to a ReLU budget: `snl` (as described in DESIGN.md) or `random`."""
 
     method: str = "snl"
     budget: float = Field(default=0.1, gt=0)  # < 1: fraction of the model's ReLUs; >= 1: a count
@@ -142,6 +143,33 @@ class FinetuneConfig(OptimConfig):
     lr: float = Field(default=1e-3, gt=0)
     mu: float = Field(default=0.0, ge=0)  # multiplier step; 0 is plain KD
     temperature: float = Field(default=4.0, gt=0)
+    batch_size: int | None = Field(default=256, ge=1)
+    # re-initialize the linearized model's weights (masks kept) and train it with cross-entropy, no
+    # teacher: the paper's Figure 2 comparison of two models trained from scratch
+    from_scratch: bool = False
+
+
+class DiagnosticsConfig(Section):
+    """The paper's per-group diagnostics of a trial's final and base models (section 4, Theorem 4.4).
+
+    Computed on the evaluation split, with at most `max_samples_per_group` samples of each group
+    (the first ones in the split's seeded order), in eval mode, on the cross-entropy loss.
+    """
+
+    grad_norms: bool = True  # group_grad_norm/<g>: ‖∇θ mean loss over the group‖₂
+    margins: bool = True  # group_margin/<g>: mean softmax top-1 − top-2 probability
+    hessian: bool = True  # group_hessian_eig/<g>: top Hessian eigenvalue by power iteration on HVPs
+    bound: bool = True  # bound/<g> and excess_loss/<g> (Theorem 4.4); needs grad_norms and hessian
+    max_samples_per_group: int | None = Field(default=256, ge=1)  # None: every sample
+    hessian_iters: int = Field(default=50, ge=1)
+    hessian_tol: float = Field(default=1e-3, gt=0)  # stop when the estimate moves less than this, relatively
+
+    @model_validator(mode="after")
+    def _bound_inputs(self) -> DiagnosticsConfig:
+        if self.bound and not (self.grad_norms and self.hessian):
+            raise ValueError("`bound` needs the base model's gradient norms and Hessian eigenvalues: set "
+                             "grad_norms and hessian to true, or bound to false")
+        return self
 
 
 class SweepConfig(Section):
@@ -178,6 +206,7 @@ class Spec(Section):
     base: BaseConfig = BaseConfig()
     linearize: LinearizeConfig = LinearizeConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     sweep: SweepConfig = SweepConfig()
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()

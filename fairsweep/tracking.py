@@ -54,15 +54,19 @@ class Tracker:
 
     # --- the sweep's parent run -------------------------------------------------------------
 
+    def find_sweep_run(self, spec) -> str | None:
+        """The parent run a previous run of this spec made, if any."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and tags.`{SPEC_HASH_TAG}` = '{spec.content_hash()}'",
+            max_results=1, order_by=["attributes.start_time DESC"])
+        return found[0].info.run_id if found else None
+
     def sweep_run(self, spec, num_trials: int) -> str:
         """The parent run of this spec: the one a previous run of the same spec made, or a new one."""
         spec_hash = spec.content_hash()
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and tags.`{SPEC_HASH_TAG}` = '{spec_hash}'",
-            max_results=1, order_by=["attributes.start_time DESC"])
-        if found:
-            run_id = found[0].info.run_id
+        run_id = self.find_sweep_run(spec)
+        if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
             return run_id
         run = self.client.create_run(self.experiment_id, run_name=spec.name, tags={
@@ -123,6 +127,16 @@ class Tracker:
                 mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}", f"fairsweep=={__version__}"])
         return run_id
+
+    def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Add metrics to a finished run, leaving out keys it has (so a re-run logs nothing twice)."""
+        from mlflow.entities import Metric
+
+        have = self.client.get_run(run_id).data.metrics
+        now = _now_ms()
+        missing = [Metric(k, _finite_or_nan(v), now, 0) for k, v in metrics.items() if k not in have]
+        if missing:
+            self.client.log_batch(run_id, metrics=missing)
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

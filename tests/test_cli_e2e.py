@@ -51,6 +51,7 @@ def test_sweep_runs_and_prints_the_table(swept):
     assert "4/4 trials finished (0 from earlier runs)" in out
     assert "stages trained now (of unique): base 1/1, linearize 2/2, finetune 4/4" in out
     assert "mean ± std over seeds" in out and "worst_group_acc" in out and "drop_gap_pct" in out
+    assert "mitigation_drop_pct" in out
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out
     assert sorted(k.split("-")[0] for k in stages) == ["base", "finetune", "finetune", "finetune", "finetune",
                                                        "linearize", "linearize"]
@@ -77,6 +78,14 @@ def test_mlflow_has_parent_and_child_runs_with_params_and_metrics(swept, monkeyp
     run_id = children[children["params.finetune.mu"] == "0.01"]["run_id"].iloc[0]
     live = [m.value for m in client.get_metric_history(run_id, "linearize/live_relus")]
     assert live[0] > live[-1] and len(client.get_metric_history(run_id, "finetune/multiplier/9")) == 2
+    # the paper's diagnostics for every group
+    for key in ("group_grad_norm", "group_margin", "group_hessian_eig", "bound", "excess_loss", "base_group_grad_norm"):
+        assert all(children[f"metrics.{key}/{g}"].notna().all() for g in range(10)), key
+    # Figure 9: the µ > 0 trials against their µ = 0 twins, once even after the re-run
+    mitigated = children["params.finetune.mu"] == "0.01"
+    assert children[mitigated]["metrics.mitigation_drop_pct/5"].notna().all()
+    assert children[~mitigated]["metrics.mitigation_drop_pct/5"].isna().all()
+    assert len(client.get_metric_history(run_id, "mitigation_drop_pct/5")) == 1
 
 
 def test_logged_model_loads_and_reproduces_the_logged_accuracy(swept, monkeypatch):

@@ -121,7 +121,7 @@ def _splits(data):
 
 def test_mu_zero_finetune_equals_plain_kd_loop():
     data, student, teacher = _problem()
-    cfg = FinetuneConfig(epochs=3, lr=0.05, mu=0.0, schedule="constant")
+    cfg = FinetuneConfig(epochs=3, lr=0.05, mu=0.0, schedule="constant", batch_size=16)
     ours = copy.deepcopy(student)
     finetune(ours, copy.deepcopy(teacher), _splits(data), cfg, 16, torch.Generator().manual_seed(3))
     # the oracle: plain KD written out by hand with the same batch order
@@ -144,7 +144,7 @@ def test_mu_positive_changes_the_finetuned_model():
     results = {}
     for mu in (0.0, 1.0):
         model = copy.deepcopy(student)
-        cfg = FinetuneConfig(epochs=3, lr=0.05, mu=mu, schedule="constant")
+        cfg = FinetuneConfig(epochs=3, lr=0.05, mu=mu, schedule="constant", batch_size=16)
         results[mu] = (model, finetune(model, copy.deepcopy(teacher), _splits(data), cfg, 16,
                                        torch.Generator().manual_seed(3)))
     history0, history1 = results[0.0][1], results[1.0][1]
@@ -159,7 +159,8 @@ def test_multiplier_update_equals_hand_computation_on_a_two_batch_epoch():
     data, student, teacher = _problem(n=8, groups=2)
     data = GroupedData(data.x, data.y, torch.tensor([0, 0, 0, 1, 0, 0, 1, 1]), data.class_names, data.group_names)
     mu = 0.5
-    cfg = FinetuneConfig(epochs=1, lr=0.1, mu=mu, schedule="constant", momentum=0.0, weight_decay=0.0)
+    cfg = FinetuneConfig(epochs=1, lr=0.1, mu=mu, schedule="constant", momentum=0.0, weight_decay=0.0,
+                         batch_size=4)
     # by hand: the per-sample KD losses of each batch, computed before that batch's step
     hand = copy.deepcopy(student)
     opt = torch.optim.SGD(hand.parameters(), lr=0.1)
@@ -183,7 +184,7 @@ def test_multiplier_update_equals_hand_computation_on_a_two_batch_epoch():
 def test_no_nan_when_a_batch_misses_a_group():
     data, student, teacher = _problem(groups=3)
     data = GroupedData(data.x, data.y, torch.where(torch.arange(48) < 2, 2, 0), data.class_names, data.group_names)
-    cfg = FinetuneConfig(epochs=3, lr=0.05, mu=1.0, schedule="constant")
+    cfg = FinetuneConfig(epochs=3, lr=0.05, mu=1.0, schedule="constant", batch_size=8)
     history = finetune(student, teacher, _splits(data), cfg, 8, torch.Generator().manual_seed(0))
     assert history[-1]["multiplier/g1"] == 0.0  # group 1 never appears
     assert all(torch.isfinite(p).all() for p in student.parameters())
@@ -194,6 +195,6 @@ def test_divergence_fails_the_stage_instead_of_storing_nan():
     from fairsweep.errors import StageError
 
     data, student, teacher = _problem()
-    cfg = FinetuneConfig(epochs=3, lr=1e6, mu=0.0, schedule="constant")
+    cfg = FinetuneConfig(epochs=3, lr=1e6, mu=0.0, schedule="constant", batch_size=16)
     with pytest.raises(StageError, match="training diverged: the mean loss of epoch"):
         finetune(student, teacher, _splits(data), cfg, 16, torch.Generator().manual_seed(0))

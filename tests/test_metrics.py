@@ -8,7 +8,7 @@ import torch
 from fairlearn.metrics import MetricFrame
 from sklearn.metrics import accuracy_score
 
-from fairsweep.metrics.groups import group_accuracy, safe_key, trial_metrics
+from fairsweep.metrics.groups import GroupMetrics, group_accuracy, relative_drop, safe_key, trial_metrics
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -51,3 +51,20 @@ def test_drop_is_nan_not_an_error_when_base_got_a_group_all_wrong():
 
 def test_safe_key():
     assert safe_key("18-64 yrs (adult)") == "18-64_yrs__adult_" and safe_key("a/b.c_d-e") == "a/b.c_d-e"
+
+
+def test_worst_group_keys_and_relative_drop():
+    rng = np.random.default_rng(7)
+    names = ("a", "b c", "d")
+    y, g = rng.integers(0, 2, 300), rng.integers(0, 3, 300)
+    pred = np.where(rng.random(300) < 0.8, y, 1 - y)
+    ours = group_accuracy(torch.as_tensor(pred), torch.as_tensor(y), torch.as_tensor(g), names)
+    frame = MetricFrame(metrics=accuracy_score, y_true=y, y_pred=pred, sensitive_features=[names[i] for i in g])
+    assert ours.worst_group() == frame.by_group.idxmin()
+    assert ours.worst_group(higher_is_better=False) == frame.by_group.idxmax()
+    assert ours.keyed("group_acc") == {f"group_acc/{safe_key(n)}": pytest.approx(v) for n, v in frame.by_group.items()}
+    # Figure 9's relative drop: (reference − other) / reference × 100, per group and overall
+    reference = GroupMetrics(0.8, {"a": 0.5, "b": 1.0}, {"a": 1, "b": 1})
+    other = GroupMetrics(0.9, {"a": 0.6, "b": 0.9}, {"a": 1, "b": 1})
+    drop = relative_drop(reference, other)
+    assert drop.by_group == pytest.approx({"a": -20.0, "b": 10.0}) and drop.overall == pytest.approx(-12.5)

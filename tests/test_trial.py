@@ -1,5 +1,7 @@
 """A trial end to end without Ray: stage reuse and determinism (same spec and seed, same metrics)."""
 
+import math
+
 import torch
 
 from fairsweep.spec import validate_spec
@@ -25,3 +27,13 @@ def test_same_spec_same_seed_same_metrics_and_stage_reuse(tmp_path, tiny_raw):
     m = first["metrics"]
     assert m["relu_count"] <= round(0.05 * 1024) and m["relu_fraction"] == m["relu_count"] / 1024
     assert set(first["group_sizes"]) == {"train", "val", "test"} and 0 <= m["acc"] <= 1
+    # the paper's diagnostics of every group; the base model's measured once and shared
+    groups = [str(d) for d in range(10)]
+    for key in ("group_grad_norm", "group_margin", "group_hessian_eig", "bound", "excess_loss",
+                "base_group_grad_norm", "base_group_hessian_eig"):
+        assert all(math.isfinite(m[f"{key}/{g}"]) for g in groups), key
+    assert 0 <= m["bound_holds_frac"] <= 1
+    assert StageStore(tmp_path / "a").has(plan.trials[0].base_diagnostics)
+    assert plan.trials[0].base_diagnostics.id == plan.trials[1].base_diagnostics.id
+    assert {k: v for k, v in other["metrics"].items() if k.startswith("base_")} == \
+        {k: v for k, v in m.items() if k.startswith("base_")}

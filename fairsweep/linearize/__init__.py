@@ -52,4 +52,5 @@ list_linearizers = LINEARIZERS.names
 get_linearizer = LINEARIZERS.get
 
 
+from fairsweep.linearize import random as _random  # noqa: E402,F401  (registers "random")
 from fairsweep.linearize import snl as _snl  # noqa: E402,F401  (registers "snl")

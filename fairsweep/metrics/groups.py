@@ -17,6 +17,9 @@ class GroupMetrics:
     by_group: dict[str, float]
     counts: dict[str, int]
 
+    def to_json(self) -> dict:
+        return {"overall": self.overall, "by_group": self.by_group, "counts": self.counts}
+
     def difference(self) -> float:
         """max − min over groups."""
         return max(self.by_group.values()) - min(self.by_group.values())
@@ -26,6 +29,15 @@ class GroupMetrics:
 
     def group_max(self) -> float:
         return max(self.by_group.values())
+
+    def worst_group(self, higher_is_better: bool = True) -> str:
+        """The name of the group with the lowest value (the highest, where lower is better)."""
+        pick = min if higher_is_better else max
+        return pick(self.by_group, key=self.by_group.__getitem__)
+
+    def keyed(self, prefix: str) -> dict[str, float]:
+        """`{prefix}/<g>` → value for every group, with MLflow-safe group names."""
+        return {f"{prefix}/{safe_key(name)}": value for name, value in self.by_group.items()}
 
 
 def group_accuracy(pred: torch.Tensor, y: torch.Tensor, g: torch.Tensor, group_names: tuple[str, ...]) -> GroupMetrics:
@@ -58,21 +70,26 @@ def drop_pct(base: float, final: float) -> float:
 def trial_metrics(final: GroupMetrics, base: GroupMetrics, relu_count: int, base_relu_count: int,
                   param_dist: float) -> dict[str, float]:
     """The DESIGN.md metrics of a trial's final model against the same seed's base model."""
-    out: dict[str, float] = {"acc": final.overall}
-    drops = {}
-    for name, acc in final.by_group.items():
-        key = safe_key(name)
-        out[f"group_acc/{key}"] = acc
-        drops[name] = drop_pct(base.by_group[name], acc)
-        out[f"group_drop_pct/{key}"] = drops[name]
-    finite = [d for d in drops.values() if not math.isnan(d)]
-    out["drop_gap_pct"] = max(finite) - min(finite) if finite else math.nan
-    out["acc_gap"] = final.difference()
-    out["worst_group_acc"] = final.group_min()
-    out["relu_count"] = float(relu_count)
-    out["relu_fraction"] = relu_count / base_relu_count
-    out["param_dist"] = param_dist
-    return out
+    drops = relative_drop(base, final)
+    finite = [d for d in drops.by_group.values() if not math.isnan(d)]
+    return {
+        "acc": final.overall,
+        **final.keyed("group_acc"),
+        **drops.keyed("group_drop_pct"),
+        "drop_gap_pct": max(finite) - min(finite) if finite else math.nan,
+        "acc_gap": final.difference(),
+        "worst_group_acc": final.group_min(),
+        "relu_count": float(relu_count),
+        "relu_fraction": relu_count / base_relu_count,
+        "param_dist": param_dist,
+    }
+
+
+def relative_drop(reference: GroupMetrics, other: GroupMetrics) -> GroupMetrics:
+    """Per group (reference − other) / reference × 100, the paper's relative drop in accuracy: against the
+    base model for linearization (Figure 6), against the plain-KD model for mitigation (Figure 9)."""
+    by_group = {name: drop_pct(reference.by_group[name], value) for name, value in other.by_group.items()}
+    return GroupMetrics(drop_pct(reference.overall, other.overall), by_group, other.counts)
 
 
 def param_distance(final: torch.nn.Module, base: torch.nn.Module) -> float:

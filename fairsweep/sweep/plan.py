@@ -47,9 +47,16 @@ class Trial:
         fin = Stage("finetune", {"finetune": s["finetune"]}, lin)
         return {"base": base, "linearize": lin, "finetune": fin}
 
-    @property
+    @cached_property
+    def base_diagnostics(self) -> Stage:
+        """The base model's diagnostics, measured once per base model and diagnostics config."""
+        return Stage("diagnose", {"diagnostics": self.spec.diagnostics.model_dump(mode="json")}, self.stages["base"])
+
+    @cached_property
     def id(self) -> str:
-        return "trial-" + self.stages["finetune"].id.removeprefix("finetune-")
+        """The final stage's identity and what is measured of it."""
+        content = {"finetune": self.stages["finetune"].id, "diagnostics": self.spec.diagnostics.model_dump(mode="json")}
+        return "trial-" + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def name(self) -> str:

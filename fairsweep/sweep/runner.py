@@ -20,7 +20,8 @@ from fairsweep.errors import UserError
 from fairsweep.spec import Spec
 from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial, make_plan
 
-TABLE_METRICS = ("acc", "worst_group_acc", "drop_gap_pct")
+# the results table's metrics; mitigation_drop_pct only where the sweep has µ > 0 and µ = 0 twins
+TABLE_METRICS = ("acc", "worst_group_acc", "drop_gap_pct", "mitigation_drop_pct")
 
 
 @dataclass
@@ -210,6 +211,10 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
             if trial.id not in outcome.records and trial.name not in outcome.failed:
                 on_done(trial.id)
     progress.close()
+    for trial_id, metrics in mitigation_effects(outcome, storage).items():
+        outcome.records[trial_id]["metrics"].update(metrics)
+        if trial_id in done:
+            tracker.log_missing_metrics(done[trial_id], metrics)
     outcome.seconds = time.time() - started
     table = results_table(outcome)
     summary = {"trials_finished": len(outcome.records), "trials_failed": len(outcome.failed),
@@ -327,6 +332,27 @@ def _log_trial(tracker, parent: str, trial: Trial, record: dict, storage: Path) 
     return tracker.log_trial(parent, record, curves, model)
 
 
+def mitigation_effects(outcome: SweepOutcome, storage: Path) -> dict[str, dict[str, float]]:
+    """The paper's Figure 9, per finished trial with µ > 0 whose plain-KD twin (the same trial with µ = 0,
+    from this sweep or any other sharing the storage) finished too: the relative accuracy drop of the
+    mitigated model against the twin, `mitigation_drop_pct` overall and `mitigation_drop_pct/<g>` per
+    group, (acc_twin − acc) / acc_twin × 100; negative where the mitigation helped."""
+    from fairsweep.metrics.groups import GroupMetrics, relative_drop
+
+    effects = {}
+    for trial in outcome.plan.trials:
+        record = outcome.records.get(trial.id)
+        if record is None or trial.spec.finetune.mu == 0:
+            continue
+        twin_id = Trial(trial.spec.with_values({"finetune.mu": 0.0}), {}).id
+        twin = outcome.records.get(twin_id) or _read_record(storage, twin_id)
+        if twin is None:
+            continue
+        drop = relative_drop(GroupMetrics(**twin["accuracy"]["final"]), GroupMetrics(**record["accuracy"]["final"]))
+        effects[trial.id] = {"mitigation_drop_pct": drop.overall, **drop.keyed("mitigation_drop_pct")}
+    return effects
+
+
 def results_table(outcome: SweepOutcome):
     """Mean ± std over seeds of the headline metrics, per combination of the other grid values."""
     import pandas as pd
@@ -336,14 +362,15 @@ def results_table(outcome: SweepOutcome):
     rows = []
     for record in outcome.records.values():
         row = {k: v for k, v in record["values"].items()}
-        row.update({m: record["metrics"][m] for m in TABLE_METRICS})
+        row.update({m: record["metrics"].get(m, math.nan) for m in TABLE_METRICS})
         rows.append(row)
     frame = pd.DataFrame(rows)
+    metrics = [m for m in TABLE_METRICS if frame[m].notna().any()]
     keys = [k for k in outcome.plan.spec.sweep.grid if k != "seed"]
     if not keys:
         frame["all"] = "all"
         keys = ["all"]
-    stats = frame.groupby(keys, sort=True)[list(TABLE_METRICS)].agg(["mean", "std", "count"])
+    stats = frame.groupby(keys, sort=True)[metrics].agg(["mean", "std", "count"])
     stats.columns = [f"{m}_{s}" for m, s in stats.columns]
     return stats.reset_index()
 

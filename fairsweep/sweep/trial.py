@@ -17,6 +17,7 @@ from torch import nn
 from fairsweep.data import Splits, load_splits
 from fairsweep.errors import NO_GPU, UserError
 from fairsweep.linearize import count_relus
+from fairsweep.metrics.diagnostics import Diagnostics, diagnose, theorem_bound
 from fairsweep.metrics.groups import evaluate, param_distance, trial_metrics
 from fairsweep.models import create_model
 from fairsweep.spec import Spec
@@ -100,7 +101,9 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
     base_acc, final_acc = evaluate(base, splits.test), evaluate(final, splits.test)
     relus = count_relus(final, input_shape)
     base_relus = count_relus(base, input_shape).total
-    metrics = trial_metrics(final_acc, base_acc, relus.total, base_relus, param_distance(final, base))
+    distance = param_distance(final, base)
+    metrics = trial_metrics(final_acc, base_acc, relus.total, base_relus, distance)
+    metrics.update(_diagnostics(trial, store, base, final, splits, distance))
     record = {
         "trial_id": trial.id,
         "name": trial.name,
@@ -109,7 +112,7 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
         "stages": {kind: stage.id for kind, stage in trial.stages.items()},
         "trained": {"base": base_out.trained, "linearize": lin_out.trained, "finetune": fin_out.trained},
         "metrics": metrics,
-        "base_group_acc": base_acc.by_group,
+        "accuracy": {"base": base_acc.to_json(), "final": final_acc.to_json()},  # GroupMetrics, raw group names
         "group_sizes": {"train": splits.train.group_sizes(), "val": splits.val.group_sizes(),
                         "test": splits.test.group_sizes()},
         "input_shape": list(input_shape),
@@ -118,3 +121,22 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
     }
     write_json_atomic(trial_record_path(store.root, trial.id), record)
     return record
+
+
+def _diagnostics(trial: Trial, store: StageStore, base: nn.Module, final: nn.Module, splits: Splits,
+                 distance: float) -> dict[str, float]:
+    """The final model's diagnostics and, against the base model's (measured once per base model and
+    stored), the two sides of Theorem 4.4."""
+    cfg = trial.spec.diagnostics
+    if not (cfg.grad_norms or cfg.margins or cfg.hessian):
+        return {}
+
+    def measure_base():
+        return {}, diagnose(base, splits.test, cfg, trial.spec.seed).to_json()
+
+    base_diag = Diagnostics.from_json(store.get_or_build(trial.base_diagnostics, measure_base).result)
+    final_diag = diagnose(final, splits.test, cfg, trial.spec.seed)
+    metrics = {**final_diag.metrics(), **base_diag.metrics("base_")}
+    if cfg.bound:
+        metrics.update(theorem_bound(base_diag, final_diag, distance))
+    return metrics

@@ -37,14 +37,19 @@ def fairness_penalty(per_sample: torch.Tensor, groups: torch.Tensor, multipliers
     return (multipliers * violation).sum()
 
 
-def fair_kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, groups: torch.Tensor,
-                 multipliers: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Algorithm 1's batch objective L + Σ_a λ_a·|L − L_a| and the per-sample KD losses (N,).
+def fair_objective(per_sample: torch.Tensor, groups: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
+    """Algorithm 1's batch objective L + Σ_a λ_a·|L − L_a| from the per-sample losses (N,).
 
-    With all multipliers zero the penalty is skipped, so the objective is plain KD exactly.
+    With all multipliers zero the penalty is skipped, so the objective is the plain mean exactly.
     """
-    per_sample = kd_per_sample(student, teacher, y, temperature)
     objective = per_sample.mean()
     if bool(multipliers.any()):
         objective = objective + fairness_penalty(per_sample, groups, multipliers)
-    return objective, per_sample
+    return objective
+
+
+def fair_kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, groups: torch.Tensor,
+                 multipliers: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1's objective over the KD losses, and the per-sample KD losses (N,)."""
+    per_sample = kd_per_sample(student, teacher, y, temperature)
+    return fair_objective(per_sample, groups, multipliers), per_sample

@@ -14,12 +14,13 @@ from fairsweep.linearize import count_relus, get_linearizer, resolve_budget
 from fairsweep.spec import FinetuneConfig, OptimConfig, Spec
 from fairsweep.metrics.groups import evaluate
 from fairsweep.train.loop import EpochSummary, make_optimizer, make_scheduler, train
-from fairsweep.train.losses import fair_kd_loss
+from fairsweep.train.losses import fair_objective, kd_per_sample
 
 
 def _fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, generator: torch.Generator,
          loss_fn, after_epoch=None) -> list[dict]:
-    """Train with `cfg`'s optimizer and schedule; keep the best-validation or the last epoch's weights."""
+    """Train with `cfg`'s optimizer, schedule and batch size (`batch_size` where cfg sets none); keep the
+    best-validation or the last epoch's weights."""
     optimizer = make_optimizer(model.parameters(), cfg)
     history: list[dict] = []
     best = {"val_acc": -1.0, "state": None}
@@ -32,7 +33,7 @@ def _fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, ge
         if cfg.select == "best_val" and record["val_acc"] > best["val_acc"]:
             best.update(val_acc=record["val_acc"], state=copy.deepcopy(model.state_dict()))
 
-    train(model, splits.train, loss_fn, optimizer, cfg.epochs, batch_size, generator,
+    train(model, splits.train, loss_fn, optimizer, cfg.epochs, cfg.batch_size or batch_size, generator,
           make_scheduler(optimizer, cfg), on_epoch)
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -60,19 +61,28 @@ def linearize(base: nn.Module, splits: Splits, spec: Spec, generator: torch.Gene
 def finetune(student: nn.Module, teacher: nn.Module, splits: Splits, cfg: FinetuneConfig, batch_size: int,
              generator: torch.Generator) -> list[dict]:
     """KD finetuning of `student` from `teacher`; with cfg.mu > 0, Algorithm 1 (fairness-aware).
+    Batches of cfg.batch_size samples (`batch_size` where cfg sets none). With cfg.from_scratch the
+    student's weights are re-initialized (its masks kept) and the loss is cross-entropy, no teacher.
 
     Multipliers start at zero, one per group; after each epoch
-    λ_a ← λ_a + µ·|L(S) − L_a(S)|, where L(S) and L_a(S) are the per-sample KD losses averaged
+    λ_a ← λ_a + µ·|L(S) − L_a(S)|, where L(S) and L_a(S) are the per-sample losses averaged
     over the epoch's batches (the model moves during the epoch; no extra pass over S is made).
     """
     teacher.eval()
     names = splits.train.group_names
     multipliers = torch.zeros(len(names), device=splits.train.y.device)
+    if cfg.from_scratch:
+        reinitialize(student)
 
     def loss_fn(m, x, y, g):
-        with torch.no_grad():
-            teacher_logits = teacher(x)
-        return fair_kd_loss(m(x), teacher_logits, y, g, multipliers, cfg.temperature)
+        logits = m(x)
+        if cfg.from_scratch:
+            per_sample = F.cross_entropy(logits, y, reduction="none")
+        else:
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+            per_sample = kd_per_sample(logits, teacher_logits, y, cfg.temperature)
+        return fair_objective(per_sample, g, multipliers), per_sample
 
     def update_multipliers(summary: EpochSummary) -> dict:
         present = (summary.group_count > 0).to(multipliers.device)
@@ -81,3 +91,11 @@ def finetune(student: nn.Module, teacher: nn.Module, splits: Splits, cfg: Finetu
         return {f"multiplier/{name}": float(v) for name, v in zip(names, multipliers)}
 
     return _fit(student, splits, cfg, batch_size, generator, loss_fn, update_multipliers)
+
+
+@torch.no_grad()
+def reinitialize(model: nn.Module) -> None:
+    """Fresh weights (from torch's global generator) for every layer that has them; masks stay."""
+    for module in model.modules():
+        if module is not model and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
