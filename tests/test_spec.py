@@ -26,6 +26,15 @@ def test_embedded_sweep_is_valid_and_has_the_issue_grid():
     assert all(0 < b < 1 for b in spec.sweep.grid["linearize.budget"])  # fractions of the model's ReLUs
 
 
+def test_toy2d_sweep_is_the_papers_figure_2_setting():
+    spec = load_spec(MU_ABLATION.with_name("toy2d.yaml"))
+    assert spec.data.dataset == "toy2d" and spec.model.arch == "mlp"
+    assert spec.linearize.method == "random" and spec.linearize.budget == 0.5 and spec.finetune.from_scratch
+    assert len(spec.sweep.grid["seed"]) >= 5
+    assert spec.diagnostics.hessian and spec.diagnostics.bound  # on in the embedded sweeps
+    assert load_spec(MU_ABLATION).diagnostics.bound
+
+
 def test_unknown_key_suggests_the_closest(tiny_raw):
     tiny_raw["finetune"]["mux"] = 0.1
     text = problems(tiny_raw)
