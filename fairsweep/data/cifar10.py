@@ -91,6 +91,7 @@ class _ArraysOnly(pickle.Unpickler):
 
     ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
     ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED |= {("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2 (a re-pickled batch)
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:

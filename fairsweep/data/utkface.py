@@ -91,7 +91,7 @@ def attribute_of(columns: torch.Tensor, attribute: str, age_bins: list[int]) -> 
     if attribute == "race":
         return columns[:, 2], RACES
     edges = torch.tensor(age_bins)
-    bins = torch.bucketize(columns[:, 0], edges, right=True) - 1  # index of the last edge <= age
+    bins = torch.bucketize(columns[:, 0].contiguous(), edges, right=True) - 1  # index of the last edge <= age
     names = [f"{lo}-{hi - 1}" for lo, hi in zip(age_bins, age_bins[1:])] + [f"{age_bins[-1]}+"]
     return bins, tuple(names)
 
