@@ -33,7 +33,7 @@ class Expected:
     source: str = ""  # one of the files it is decoded from, relative to the root
 
 
-def write_cifar10(root: Path, train_per_class: int = 340, test_per_class: int = 50) -> Expected:
+def write_cifar10(root: Path, train_per_class: int = 500, test_per_class: int = 50) -> Expected:
     """`cifar-10-batches-py/` as published: five training batches, a test batch and batches.meta,
     pickled dicts with bytes keys, `data` (N, 3072) uint8 and `labels` a list of ints."""
     folder = root / "cifar-10-batches-py"
@@ -82,7 +82,7 @@ def write_svhn(root: Path) -> Expected:
         names = tuple(str(d) for d in digits)
         return Expected(torch.from_numpy(x), torch.from_numpy(y).long(), torch.from_numpy(y).long(), names, names)
 
-    train = write("train_32x32.mat", 40 + 3 * digits)  # naturally imbalanced: 40 .. 67
+    train = write("train_32x32.mat", 60 + 3 * digits)  # naturally imbalanced: 60 .. 87
     train.test = write("test_32x32.mat", 8 + digits)
     train.data = {"dataset": "svhn", "root": str(root)}
     train.source = "test_32x32.mat"
