@@ -49,12 +49,12 @@ def draw_augmentation(n: int, padding: int, flip: bool, generator: torch.Generat
 
 def crop_and_flip(images: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, H, W): image b cropped from its zero-padded self at `shifts[b]`, then
-    mirrored left-right where `flips[b]`. One gather over the batch; no per-image Python."""
+    mirrored left-right where `flips[b]`. Two gathers over the batch (rows, then columns with the flip
+    folded in), their indices broadcast rather than materialised; no per-image Python."""
     b, c, h, w = images.shape
     padded = F.pad(images, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p)
     rows = shifts[:, :1] + torch.arange(h, device=images.device)  # (B, H) source rows
+    cropped_rows = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * padding))
     cols = torch.arange(w, device=images.device).expand(b, w)
-    cols = torch.where(flips[:, None], w - 1 - cols, cols) + shifts[:, 1:]  # (B, W) source columns, flip folded in
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    channel = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    cols = torch.where(flips[:, None], w - 1 - cols, cols) + shifts[:, 1:]  # (B, W) source columns
+    return cropped_rows.gather(3, cols[:, None, None, :].expand(b, c, h, w))
