@@ -107,8 +107,8 @@ class DataFiles:
                 missing = [p for p in expected if p not in present]
                 if not missing:
                     return folder
-                return self._not_found(cfg.dataset, [folder], missing)
-        return self._not_found(cfg.dataset, searched, list(expected))
+                raise self._not_found(cfg.dataset, [folder], missing)
+        raise self._not_found(cfg.dataset, searched, list(expected))
 
     def found(self, root: Path, cfg: DataConfig) -> Path | None:
         try:
@@ -116,8 +116,8 @@ class DataFiles:
         except UserError:
             return None
 
-    def _not_found(self, name: str, searched: list[Path], missing: list[str]):
-        raise UserError(errors.DATA_NOT_FOUND.format(
+    def _not_found(self, name: str, searched: list[Path], missing: list[str]) -> UserError:
+        return UserError(errors.DATA_NOT_FOUND.format(
             name=name, missing=", ".join(missing), searched=" or ".join(str(p) for p in searched),
             expected=self.what, published=self.published))
 
