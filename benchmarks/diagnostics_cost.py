@@ -83,7 +83,7 @@ def main() -> None:
     for idx in group_indices(data.g, len(data.group_names), args.hessian_samples):
         if len(idx) == 0:
             continue
-        hvp = hessian_vector_product(model, params, data.x[idx], data.y[idx])
+        hvp = hessian_vector_product(model, params, data.inputs(idx), data.y[idx])
         gen = torch.Generator().manual_seed(0)
         power_iteration(hvp, params, 1, 0.0, gen)  # warm-up
         iters = 5

@@ -44,11 +44,13 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
         parsed = load_spec(spec, set_ or [])
         plan = make_plan(parsed)
         # a spec for a cluster cannot have its resources checked here, only its content
-        check_plan(plan, None if parsed.resources.address else local_resources())
+        data = check_plan(plan, None if parsed.resources.address else local_resources(), storage=storage)
     except UserError as exc:
         _fail(exc)
     info = describe_plan(plan, storage)
     console.print(f"spec [bold]{parsed.name}[/] is valid: {info['trials']} trials", highlight=False)
+    for summary in data:
+        console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
     table = Table("stage", "unique", "already stored", "to run")
     for kind, counts in info["stages"].items():
         table.add_row(kind, str(counts["unique"]), str(counts["stored"]), str(counts["unique"] - counts["stored"]))
@@ -71,6 +73,30 @@ def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAG
     _print_outcome(parsed, outcome)
     if outcome.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def datasets(root: Annotated[Optional[Path], typer.Option(
+        envvar="FAIRSWEEP_DATA", help="the data root to look in (default: $FAIRSWEEP_DATA)")] = None) -> None:
+    """List the datasets, their target and group attributes, and whether each is found under the root."""
+    from fairsweep.data import dataset_info, list_datasets
+    from fairsweep.spec import DataConfig
+
+    table = Table("dataset", "targets", "groups", "status", "description")
+    for name in list_datasets():
+        info = dataset_info(name)
+        if info.embedded:
+            status = "embedded"
+        elif root is None:
+            status = "no root given"
+        else:
+            found = info.files.found(root.expanduser(), DataConfig(dataset=name))
+            status = f"found: {found}" if found else (f"not found under {root}: expects {info.files.what} in "
+                                                      f"{info.files.where()}")
+        table.add_row(name, ", ".join(info.targets), ", ".join(info.groups), status, info.description)
+    console.print(table)
+    if root is None:
+        console.print("Give a data root with --root DIR or the environment variable FAIRSWEEP_DATA.")
 
 
 def _print_outcome(spec, outcome) -> None:

@@ -46,6 +46,27 @@ RESOURCES_UNAVAILABLE = (
     "{hint}"
 )
 
+DATA_ROOT_UNSET = (
+    "`data.root`: dataset `{name}` loads from a local directory; set data.root (or --set data.root=DIR) "
+    "or the environment variable {env}."
+)
+DATA_NOT_FOUND = (
+    "dataset `{name}`: {missing} not found in {searched}. It expects {expected}. It is published at "
+    "{published}; fairsweep never downloads data."
+)
+CORRUPT_FILE = "dataset `{name}`: cannot read {path}: {reason}."
+CSV_MISSING_COLUMN = "dataset `{name}`: {path} has no column `{column}` (`{key}`); its columns are: {columns}."
+CSV_BAD_VALUE = "dataset `{name}`: {path}, line {line}, column `{column}`: {reason}, got {value!r}."
+STRATUM_TOO_SMALL = (
+    "the samples with target `{target}` in group `{group}` number {count}; a stratified split needs at "
+    "least 2 of every target and group combination. Use more data or a coarser target or group."
+)
+GROUP_TOO_SMALL = (
+    "group `{group}` has {count} samples in the {split} split, fewer than data.min_group_size={minimum}; "
+    "its accuracy would mean little. Keep more of it (data.imbalance, data.val_fraction, "
+    "data.test_fraction) or lower data.min_group_size."
+)
+
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -40,15 +40,54 @@ class Imbalance(Section):
     majority_keep: float = Field(default=1.0, gt=0, le=1)
 
 
+class CsvConfig(Section):
+    """The CSV of an `imagefolder_csv` dataset: one row per image."""
+
+    path: str = "labels.csv"  # relative to the data root
+    file_column: str = "file"  # image paths, relative to the CSV's folder
+    target_column: str = "target"
+    group_column: str = "group"
+    classes: list[str] | None = None  # target values in class order; None: the values found, sorted
+    groups: list[str] | None = None  # group values in order; a value not listed is an error. None: all found
+
+
 class DataConfig(Section):
+    """Which data, and how it is split. Leaving out `target`, `group` or `imbalance` gives the
+    dataset's defaults: its first target attribute, group = target, and (CIFAR-10) the paper's
+    imbalance."""
+
     dataset: str = "digits"
-    root: str | None = None  # directory of a real dataset; embedded ones need none
+    root: str | None = None  # directory of a real dataset (else $FAIRSWEEP_DATA); embedded ones need none
     target: str = "class"
     group: str = "class"
     imbalance: Imbalance | None = None
-    val_fraction: float = Field(default=0.15, gt=0, lt=1)
-    test_fraction: float = Field(default=0.25, gt=0, lt=1)
+    val_fraction: float = Field(default=0.15, gt=0, lt=1)  # of all samples; of the training set for
+    # datasets that ship a test set (cifar10, svhn)
+    test_fraction: float | None = Field(default=None, gt=0, lt=1)  # None: the dataset's own (published
+    # test set, or 20 % for utkface as the paper, 25 % otherwise)
+    min_group_size: int = Field(default=5, ge=1)  # fewest samples of any group in any split
     batch_size: int = Field(default=64, ge=1)
+    augment: bool = True  # image datasets: random crop (4 px padding) and flip (not for svhn's digits)
+    image_size: int = Field(default=32, ge=4)  # utkface, imagefolder_csv: images are resized to this square
+    age_bins: list[int] = Field(default=[2, 13, 18, 65], min_length=2)  # utkface: lower edges of the
+    # age bins (the paper's 2-12, 13-17, 18-64, 65+); younger faces are left out when age is used
+    csv: CsvConfig = CsvConfig()  # imagefolder_csv only
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_defaults(cls, raw: Any) -> Any:
+        from fairsweep.data import DATASETS
+
+        name = raw.get("dataset", "digits") if isinstance(raw, dict) else None
+        if not isinstance(name, str) or name not in DATASETS.names():
+            return raw  # not a dict, or an unknown dataset that the field validator reports
+        info = DATASETS.get(name)
+        raw = dict(raw)
+        raw.setdefault("target", info.targets[0])
+        raw.setdefault("group", raw["target"] if raw["target"] in info.groups else info.groups[0])
+        if "imbalance" not in raw and info.default_imbalance is not None:
+            raw["imbalance"] = info.default_imbalance
+        return raw
 
     @field_validator("dataset")
     @classmethod
@@ -56,6 +95,13 @@ class DataConfig(Section):
         from fairsweep.data import list_datasets
 
         return _registered("dataset", name, list_datasets())
+
+    @field_validator("age_bins")
+    @classmethod
+    def _increasing(cls, edges: list[int]) -> list[int]:
+        if edges[0] < 0 or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError("age bins are increasing lower edges in years, e.g. [2, 13, 18, 65]")
+        return edges
 
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
@@ -67,8 +113,11 @@ class DataConfig(Section):
             problems.append(errors.unknown_name(f"target attribute of {self.dataset}", self.target, info.targets))
         if self.group not in info.groups:
             problems.append(errors.unknown_name(f"group attribute of {self.dataset}", self.group, info.groups))
-        if self.val_fraction + self.test_fraction >= 1:
-            problems.append(f"val_fraction + test_fraction must be < 1, got {self.val_fraction + self.test_fraction}")
+        if self.test_fraction is not None and info.test_fraction is None:
+            problems.append(f"{self.dataset} ships its own test set; leave test_fraction out")
+        test_fraction = self.test_fraction if self.test_fraction is not None else (info.test_fraction or 0.0)
+        if self.val_fraction + test_fraction >= 1:
+            problems.append(f"val_fraction + test_fraction must be < 1, got {self.val_fraction + test_fraction}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -114,6 +114,7 @@ class Tracker:
         self._log_params(run_id, flatten(spec))
         now = _now_ms()
         metrics = [Metric(k, _finite_or_nan(v), now, 0) for k, v in record["metrics"].items()]
+        metrics.extend(Metric(k, float(v), now, 0) for k, v in group_size_metrics(record["group_sizes"]).items())
         for key, values in curves.items():
             metrics.extend(Metric(key, _finite_or_nan(v), now, step) for step, v in enumerate(values))
         for start in range(0, len(metrics), 1000):
@@ -144,6 +145,13 @@ class Tracker:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start:start + 100])
+
+
+def group_size_metrics(group_sizes: dict[str, dict[str, int]]) -> dict[str, int]:
+    """`group_size/<split>/<g>`: the samples of each group in each split (the paper prints them)."""
+    from fairsweep.metrics.groups import safe_key
+
+    return {f"group_size/{split}/{safe_key(g)}": n for split, sizes in group_sizes.items() for g, n in sizes.items()}
 
 
 def _now_ms() -> int:

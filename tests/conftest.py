@@ -37,3 +37,13 @@ def _quiet_env(monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def real_data(tmp_path_factory):
+    """Each file-backed dataset written in its published format, tiny: name -> what loading it gives."""
+    from data_fixtures import write_cifar10, write_imagefolder_csv, write_svhn, write_utkface
+
+    root = tmp_path_factory.mktemp("data")
+    return {"cifar10": write_cifar10(root / "cifar10"), "svhn": write_svhn(root / "svhn"),
+            "utkface": write_utkface(root / "utkface"), "imagefolder_csv": write_imagefolder_csv(root / "mine")}

@@ -1,41 +1,61 @@
 """Dataset registry.
 
-A dataset is a loader that returns a `GroupedData`: inputs, targets, and a group for every
-sample, plus the names of classes and groups. Splitting (seeded, stratified by target × group)
-and class imbalance are shared by every dataset, so a new dataset only has to load its files.
+A dataset is a loader that returns a `Loaded`: a `GroupedData` (inputs, targets and a group for
+every sample, plus the names of classes and groups) and, when its publisher ships one, its test
+set. Splitting (seeded, stratified by target × group), class imbalance and the minimum group size
+are shared by every dataset, so a new dataset only has to find and read its files.
+
+Embedded datasets hold normalised float inputs. File-backed ones hold uint8 images, decoded once
+into a cache beside the stage store (`fairsweep.data.cache`), and a `Pixels` recipe that turns a
+batch of them into normalised (and, for training, augmented) float inputs with tensor ops.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fairsweep import errors
+from fairsweep.errors import UserError
 from fairsweep.registry import Registry
 
 if TYPE_CHECKING:  # torch is imported lazily so that the CLI starts fast
     import torch
 
+    from fairsweep.data.cache import DataCache
+    from fairsweep.data.pixels import Pixels
     from fairsweep.spec import DataConfig
+
+DATA_ENV = "FAIRSWEEP_DATA"  # the data root when the spec sets no `data.root`
 
 
 @dataclass(frozen=True)
 class GroupedData:
-    x: torch.Tensor  # (N, C, H, W) float32, normalized
+    x: torch.Tensor  # (N, C, H, W) float32 normalized; uint8 images when `pixels` is set
     y: torch.Tensor  # (N,) int64 target
     g: torch.Tensor  # (N,) int64 group index into group_names
     class_names: tuple[str, ...]
     group_names: tuple[str, ...]
+    pixels: Pixels | None = None  # how uint8 images become model inputs; None: `x` already is
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def subset(self, index: torch.Tensor) -> GroupedData:
-        return GroupedData(self.x[index], self.y[index], self.g[index], self.class_names, self.group_names)
+        return replace(self, x=self.x[index], y=self.y[index], g=self.g[index])
 
     def to(self, device: torch.device | str) -> GroupedData:
-        return GroupedData(self.x.to(device), self.y.to(device), self.g.to(device), self.class_names,
-                           self.group_names)
+        pixels = self.pixels.to(device) if self.pixels is not None else None
+        return replace(self, x=self.x.to(device), y=self.y.to(device), g=self.g.to(device), pixels=pixels)
+
+    def inputs(self, index: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Model inputs of the samples at `index` (all by default): uint8 images become normalised
+        floats, randomly cropped and flipped when a `generator` is given (training batches)."""
+        x = self.x if index is None else self.x[index]
+        return x if self.pixels is None else self.pixels(x, generator)
 
     def group_sizes(self) -> dict[str, int]:
         import torch
@@ -49,28 +69,88 @@ class Splits:
     train: GroupedData
     val: GroupedData
     test: GroupedData
+    notes: tuple[str, ...] = ()  # what the user should hear once about the data, e.g. files skipped
 
     def to(self, device: torch.device | str) -> Splits:
-        return Splits(self.train.to(device), self.val.to(device), self.test.to(device))
+        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
+
+    def group_sizes(self) -> dict[str, dict[str, int]]:
+        return {"train": self.train.group_sizes(), "val": self.val.group_sizes(), "test": self.test.group_sizes()}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a loader returns."""
+
+    data: GroupedData  # every sample to split; the publisher's training set when `test` is given
+    test: GroupedData | None = None  # the publisher's own test set, for datasets that ship one
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """Where a file-backed dataset lives under the data root, for finding it and for messages."""
+
+    subdirs: tuple[str, ...]  # searched in order under the root; "" is the root itself
+    expected: Callable[[DataConfig], tuple[str, ...]]  # file names or glob patterns it needs
+    what: str  # the expected files in words, for messages
+    published: str  # where to get it
+
+    def locate(self, root: Path, cfg: DataConfig) -> Path:
+        """The first searched directory that holds any expected file; a `UserError` naming what is
+        missing if none holds them all."""
+        searched = [root / sub for sub in self.subdirs]
+        expected = self.expected(cfg)
+        for folder in searched:
+            present = [p for p in expected if any(folder.glob(p))]
+            if present:
+                missing = [p for p in expected if p not in present]
+                if not missing:
+                    return folder
+                raise self._not_found(cfg.dataset, [folder], missing)
+        raise self._not_found(cfg.dataset, searched, list(expected))
+
+    def found(self, root: Path, cfg: DataConfig) -> Path | None:
+        try:
+            return self.locate(root, cfg)
+        except UserError:
+            return None
+
+    def _not_found(self, name: str, searched: list[Path], missing: list[str]) -> UserError:
+        return UserError(errors.DATA_NOT_FOUND.format(
+            name=name, missing=", ".join(missing), searched=" or ".join(str(p) for p in searched),
+            expected=self.what, published=self.published))
+
+    def where(self) -> str:
+        """The searched subdirectories, in words."""
+        return " or ".join(f"{sub}/" if sub else "the root itself" for sub in self.subdirs)
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
     description: str
-    targets: tuple[str, ...]  # attributes usable as `data.target`
-    groups: tuple[str, ...]  # attributes usable as `data.group`
-    embedded: bool  # ships with the package; needs no `data.root`
-    load: Callable[[DataConfig], GroupedData]
+    targets: tuple[str, ...]  # attributes usable as `data.target`; the first is the default
+    groups: tuple[str, ...]  # attributes usable as `data.group`; the default is the target
+    load: Callable[[DataConfig, DataCache | None], Loaded]
+    files: DataFiles | None = None  # None: embedded, ships with the package and needs no `data.root`
+    test_fraction: float | None = 0.25  # default share held out for test; None: the publisher's test set
+    default_imbalance: dict | None = None  # `data.imbalance` when the spec leaves the key out
+
+    @property
+    def embedded(self) -> bool:
+        return self.files is None
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
 def register_dataset(name: str, *, description: str, targets: tuple[str, ...], groups: tuple[str, ...],
-                     embedded: bool = False) -> Callable:
-    def wrap(load: Callable[[DataConfig], GroupedData]) -> Callable[[DataConfig], GroupedData]:
-        DATASETS.add(name, DatasetInfo(name, description, targets, groups, embedded, load))
+                     files: DataFiles | None = None, test_fraction: float | None = 0.25,
+                     default_imbalance: dict | None = None) -> Callable:
+    def wrap(load: Callable[[DataConfig, DataCache | None], Loaded]) -> Callable:
+        DATASETS.add(name, DatasetInfo(name, description, targets, groups, load, files, test_fraction,
+                                       default_imbalance))
         return load
 
     return wrap
@@ -80,13 +160,54 @@ list_datasets = DATASETS.names
 dataset_info = DATASETS.get
 
 
-def load_splits(cfg: DataConfig, seed: int) -> Splits:
-    """Load `cfg.dataset`, apply the class imbalance and split it, all determined by `seed`."""
-    data = DATASETS.get(cfg.dataset).load(cfg)
+def data_root(cfg: DataConfig) -> Path:
+    """`data.root`, else $FAIRSWEEP_DATA; a `UserError` if neither is set."""
+    root = cfg.root or os.environ.get(DATA_ENV)
+    if not root:
+        raise UserError(errors.DATA_ROOT_UNSET.format(name=cfg.dataset, env=DATA_ENV))
+    return Path(root).expanduser()
+
+
+def locate(cfg: DataConfig) -> Path:
+    """The directory holding `cfg.dataset`'s files (file-backed datasets only)."""
+    return dataset_info(cfg.dataset).files.locate(data_root(cfg), cfg)
+
+
+def load_splits(cfg: DataConfig, seed: int, cache: DataCache | None = None) -> Splits:
+    """Load `cfg.dataset`, apply the class imbalance and split it, all determined by `seed`.
+
+    Datasets without a published test set are imbalanced, then split into train / validation /
+    test. Those with one (CIFAR-10, SVHN) keep it as the test split, are imbalanced in train and
+    test alike (as the paper does), and have `val_fraction` of their training set held out.
+    """
+    info = dataset_info(cfg.dataset)
+    loaded = info.load(cfg, cache)
+    data, test = loaded.data, loaded.test
+    _check_minority_classes(cfg, data)
     if cfg.imbalance is not None:
-        data = apply_imbalance(data, cfg.imbalance.minority_classes, cfg.imbalance.minority_keep,
-                               cfg.imbalance.majority_keep, seed)
-    return split(data, cfg.val_fraction, cfg.test_fraction, seed)
+        imbalance = cfg.imbalance
+        data = apply_imbalance(data, imbalance.minority_classes, imbalance.minority_keep, imbalance.majority_keep, seed)
+        if test is not None:
+            test = apply_imbalance(test, imbalance.minority_classes, imbalance.minority_keep,
+                                   imbalance.majority_keep, seed + 1)
+    if test is None:
+        test_fraction = cfg.test_fraction if cfg.test_fraction is not None else info.test_fraction
+        splits = split(data, cfg.val_fraction, test_fraction, seed)
+    else:
+        train, val = split_off(data, cfg.val_fraction, seed)
+        splits = Splits(train, val, test)
+    check_group_sizes(splits, cfg.min_group_size)
+    return replace(splits, notes=loaded.notes)
+
+
+def _check_minority_classes(cfg: DataConfig, data: GroupedData) -> None:
+    if cfg.imbalance is None:
+        return
+    bad = [c for c in cfg.imbalance.minority_classes if not 0 <= c < len(data.class_names)]
+    if bad:
+        raise UserError(errors.BAD_VALUE.format(
+            key="data.imbalance.minority_classes", value=bad,
+            reason=f"{cfg.dataset} has classes 0..{len(data.class_names) - 1} ({', '.join(data.class_names)})"))
 
 
 def apply_imbalance(data: GroupedData, minority_classes: list[int], minority_keep: float,
@@ -111,20 +232,53 @@ def apply_imbalance(data: GroupedData, minority_classes: list[int], minority_kee
 def split(data: GroupedData, val_fraction: float, test_fraction: float, seed: int) -> Splits:
     """Seeded split, stratified by (target, group), so every split keeps every group's share."""
     import numpy as np
+
+    rest, test = _stratified(data, np.arange(len(data)), test_fraction, seed)
+    train, val = _stratified(data, rest, val_fraction / (1.0 - test_fraction), seed)
+    return Splits(*(_part(data, index) for index in (train, val, test)))
+
+
+def split_off(data: GroupedData, fraction: float, seed: int) -> tuple[GroupedData, GroupedData]:
+    """(the rest, a seeded `fraction` of `data`), stratified by (target, group)."""
+    import numpy as np
+
+    rest, part = _stratified(data, np.arange(len(data)), fraction, seed)
+    return _part(data, rest), _part(data, part)
+
+
+def _stratified(data: GroupedData, index, fraction: float, seed: int):
+    """Split the sample indices `index` into (rest, a `fraction` of them), stratified by (target, group)."""
+    import numpy as np
     from sklearn.model_selection import train_test_split
 
-    strata = (data.y * len(data.group_names) + data.g).numpy()
-    index = np.arange(len(data))
-    rest, test = train_test_split(index, test_size=test_fraction, stratify=strata, random_state=seed)
-    val_of_rest = val_fraction / (1.0 - test_fraction)
-    train, val = train_test_split(rest, test_size=val_of_rest, stratify=strata[rest], random_state=seed)
+    strata = (data.y * len(data.group_names) + data.g).numpy()[index]
+    values, counts = np.unique(strata, return_counts=True)
+    for value, count in zip(values, counts):  # sklearn needs every stratum at least twice
+        if count < 2:
+            target, group = divmod(int(value), len(data.group_names))
+            raise UserError(errors.STRATUM_TOO_SMALL.format(
+                target=data.class_names[target], group=data.group_names[group], count=int(count)))
+    return train_test_split(index, test_size=fraction, stratify=strata, random_state=seed)
+
+
+def _part(data: GroupedData, index) -> GroupedData:
+    import numpy as np
     import torch
 
-    def part(index: np.ndarray) -> GroupedData:
-        return data.subset(torch.from_numpy(np.sort(index)))
+    return data.subset(torch.from_numpy(np.sort(index)))
 
-    return Splits(part(train), part(val), part(test))
+
+def check_group_sizes(splits: Splits, minimum: int) -> None:
+    """Every group must keep at least `minimum` samples in every split (`data.min_group_size`)."""
+    problems = [errors.GROUP_TOO_SMALL.format(group=group, split=name, count=count, minimum=minimum)
+                for name, sizes in splits.group_sizes().items() for group, count in sizes.items() if count < minimum]
+    if problems:
+        raise UserError(problems)
 
 
 # Register the built-in datasets (their modules import heavy libraries only inside the loaders).
 from fairsweep.data import embedded as _embedded  # noqa: E402,F401
+from fairsweep.data import cifar10 as _cifar10  # noqa: E402,F401
+from fairsweep.data import svhn as _svhn  # noqa: E402,F401
+from fairsweep.data import utkface as _utkface  # noqa: E402,F401
+from fairsweep.data import imagefolder_csv as _imagefolder_csv  # noqa: E402,F401

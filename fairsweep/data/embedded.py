@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fairsweep.data import GroupedData, register_dataset
+from fairsweep.data import GroupedData, Loaded, register_dataset
 
 if TYPE_CHECKING:
+    from fairsweep.data.cache import DataCache
     from fairsweep.spec import DataConfig
 
 
@@ -15,9 +16,8 @@ if TYPE_CHECKING:
     description="scikit-learn's bundled 8x8 handwritten digits (1,797 images); group = class",
     targets=("class",),
     groups=("class",),
-    embedded=True,
 )
-def load_digits(cfg: DataConfig) -> GroupedData:
+def load_digits(cfg: DataConfig, cache: DataCache | None) -> Loaded:
     import torch
     from sklearn.datasets import load_digits as sk_digits
 
@@ -26,7 +26,7 @@ def load_digits(cfg: DataConfig) -> GroupedData:
     x = (x - x.mean()) / x.std()
     y = torch.as_tensor(bunch.target, dtype=torch.int64)
     names = tuple(str(c) for c in range(10))
-    return GroupedData(x=x, y=y, g=y.clone(), class_names=names, group_names=names)
+    return Loaded(GroupedData(x=x, y=y, g=y.clone(), class_names=names, group_names=names))
 
 
 @register_dataset(
@@ -34,9 +34,8 @@ def load_digits(cfg: DataConfig) -> GroupedData:
     description="the paper's Figure 2 setting: 2-D points, a non-linear boundary, a small minority class",
     targets=("class",),
     groups=("class",),
-    embedded=True,
 )
-def load_toy2d(cfg: DataConfig) -> GroupedData:
+def load_toy2d(cfg: DataConfig, cache: DataCache | None) -> Loaded:
     """2,000 points in [-1, 1]²; the minority class lies above a sinusoidal boundary (~14 % of points)."""
     import math
 
@@ -47,4 +46,4 @@ def load_toy2d(cfg: DataConfig) -> GroupedData:
     boundary = 0.72 + 0.2 * torch.sin(math.pi * 1.5 * x[:, 0])
     y = (x[:, 1] > boundary).to(torch.int64)
     names = ("majority", "minority")
-    return GroupedData(x=x, y=y, g=y.clone(), class_names=names, group_names=names)
+    return Loaded(GroupedData(x=x, y=y, g=y.clone(), class_names=names, group_names=names))

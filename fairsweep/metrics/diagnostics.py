@@ -81,7 +81,7 @@ def diagnose(model: nn.Module, data, cfg: DiagnosticsConfig, seed: int = 0, chun
     loss, margin, norm, eig = {}, {}, {}, {}
     mean_grad = [torch.zeros_like(p) for p in params] if cfg.grad_norms else None
     for a, idx in present:
-        x, y, name = data.x[idx], data.y[idx], names[a]
+        x, y, name = data.inputs(idx), data.y[idx], names[a]  # normalised, never augmented
         group_loss, group_margin, grad = _group_pass(model, params, x, y, cfg.grad_norms, chunk)
         loss[name], margin[name] = group_loss, group_margin
         if grad is not None:

@@ -54,7 +54,7 @@ def evaluate(model: torch.nn.Module, data) -> GroupMetrics:
     """Accuracy of `model` on a `GroupedData`, overall and per group (eval mode, no gradients)."""
     from fairsweep.train.loop import predict
 
-    return group_accuracy(predict(model, data.x).argmax(1), data.y, data.g, data.group_names)
+    return group_accuracy(predict(model, data).argmax(1), data.y, data.g, data.group_names)
 
 
 def safe_key(name: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fairsweep import errors
+from fairsweep.data import DATA_ENV
 from fairsweep.errors import UserError
 from fairsweep.spec import Spec
 from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial, make_plan
@@ -42,11 +43,35 @@ def local_resources() -> dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
-def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "this machine") -> None:
+@dataclass(frozen=True)
+class DataSummary:
+    """What the driver saw of one data configuration of the plan (split with its first trial's seed)."""
+
+    dataset: str
+    seed: int
+    group_sizes: dict[str, dict[str, int]]  # split -> group -> samples
+    notes: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        """One line per group: its samples in train / val / test."""
+        sizes = self.group_sizes
+        head = f"data {self.dataset} (seed {self.seed}), samples per group in train / val / test:"
+        return [head, *(f"  {g}: {sizes['train'][g]} / {sizes['val'][g]} / {sizes['test'][g]}" for g in sizes["train"]),
+                *self.notes]
+
+
+def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "this machine",
+               storage: Path | None = None) -> list[DataSummary]:
     """Everything that can be known wrong before training: data, budgets vs ReLU counts, and (unless
-    `resources` is None) whether Ray can ever schedule a trial with what it offers."""
-    from fairsweep.data import dataset_info, load_splits
+    `resources` is None) whether Ray can ever schedule a trial with what it offers.
+
+    Each data configuration is loaded here, in the driver, so a dataset's files are found, read and
+    decoded into the cache under `storage` (if given) once, before any trial needs them. Returns
+    what was seen of each data configuration."""
+    from fairsweep.data import load_splits
+    from fairsweep.data.cache import DataCache
     from fairsweep.linearize import count_relus
+    from fairsweep.sweep.store import StageStore
     from fairsweep.sweep.trial import build_model
 
     problems: list[str] = []
@@ -60,19 +85,28 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
             problems.append(errors.RESOURCES_UNAVAILABLE.format(
                 key="cpus_per_trial", need=res.cpus_per_trial, where=where, have=int(resources.get("CPU", 0)),
                 unit="CPUs", hint="Lower resources.cpus_per_trial."))
+    cache = DataCache(StageStore(storage).data_cache) if storage is not None else None
+    summaries: dict[str, DataSummary | None] = {}
+    input_shapes: dict[str, tuple[int, tuple[int, ...]]] = {}  # data key -> (classes, input shape)
     totals: dict[str, int] = {}
     for trial in plan.trials:
         spec = trial.spec
-        shape_key = json.dumps([spec.data.model_dump(mode="json"), spec.model.model_dump(mode="json")], sort_keys=True)
-        if shape_key not in totals:
-            info = dataset_info(spec.data.dataset)
-            if not info.embedded and not spec.data.root:
-                problems.append(f"`data.root`: dataset `{spec.data.dataset}` loads from a local directory; "
-                                "set data.root (or --set data.root=DIR).")
+        data_key = json.dumps(spec.data.model_dump(mode="json"), sort_keys=True)
+        if data_key not in summaries:
+            try:
+                splits = load_splits(spec.data, spec.seed, cache)
+            except UserError as exc:
+                problems.extend(exc.problems)
+                summaries[data_key] = None
                 continue
-            splits = load_splits(spec.data, spec.seed)
-            model = build_model(spec, len(splits.train.class_names), tuple(splits.train.x.shape[1:]))
-            totals[shape_key] = count_relus(model, tuple(splits.train.x.shape[1:])).total
+            summaries[data_key] = DataSummary(spec.data.dataset, spec.seed, splits.group_sizes(), splits.notes)
+            input_shapes[data_key] = (len(splits.train.class_names), tuple(splits.train.x.shape[1:]))
+        if summaries[data_key] is None:
+            continue
+        shape_key = json.dumps([data_key, spec.model.model_dump(mode="json")], sort_keys=True)
+        if shape_key not in totals:
+            num_classes, input_shape = input_shapes[data_key]
+            totals[shape_key] = count_relus(build_model(spec, num_classes, input_shape), input_shape).total
         total = totals[shape_key]
         budget = spec.linearize.budget
         if budget >= 1 and budget > total:
@@ -80,6 +114,7 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
             problems.append(errors.BUDGET_RANGE.format(key=key, total=total, value=budget))
     if problems:
         raise UserError(list(dict.fromkeys(problems)))
+    return [summary for summary in summaries.values() if summary is not None]
 
 
 def describe_plan(plan: Plan, storage: Path | None = None) -> dict[str, Any]:
@@ -106,9 +141,12 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
         if address:
             import ray
 
-            check_plan(plan, ray.cluster_resources(), where=f"the Ray cluster at {address}")
+            data = check_plan(plan, ray.cluster_resources(), where=f"the Ray cluster at {address}", storage=storage)
         else:
-            check_plan(plan, local_resources())
+            data = check_plan(plan, local_resources(), storage=storage)
+        if console is not None:
+            for summary in data:
+                console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
         return _run(spec, plan, storage, console, started)
     finally:
         if address:
@@ -239,7 +277,7 @@ def _run_with_tune(spec: Spec, pending: list[Trial], storage: Path, on_done, pro
         res = spec.resources
         trainable = tune.with_resources(
             tune.with_parameters(tune_trial, trials=trials, storage=str(storage), device=res.device,
-                                 threads=max(1, int(res.cpus_per_trial))),
+                                 threads=max(1, int(res.cpus_per_trial)), data_env=os.environ.get(DATA_ENV)),
             {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
         tuner = tune.Tuner(
             trainable,
@@ -286,14 +324,20 @@ def _driver_callback(on_done, progress, names: dict[str, str]):
     return DriverCallback()
 
 
-def tune_trial(config: dict, *, trials: dict[str, dict], storage: str, device: str, threads: int) -> None:
-    """The Ray Tune trainable: one trial, its stages through the shared store."""
+def tune_trial(config: dict, *, trials: dict[str, dict], storage: str, device: str, threads: int,
+               data_env: str | None = None) -> None:
+    """The Ray Tune trainable: one trial, its stages through the shared store.
+
+    Its data comes decoded from the cache under `storage`; `data_env` is the driver's
+    $FAIRSWEEP_DATA, for workers started without it (a worker's own setting wins)."""
     import torch
     from ray import tune
 
     from fairsweep.sweep.store import StageStore
     from fairsweep.sweep.trial import run_trial
 
+    if data_env:
+        os.environ.setdefault(DATA_ENV, data_env)
     torch.set_num_threads(threads)
     entry = trials[config["trial_id"]]
     trial = Trial(Spec.model_validate(entry["spec"]), entry["values"])

@@ -8,20 +8,21 @@ taken over by the next trial that needs it.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fairsweep.files import file_lock
 from fairsweep.sweep.plan import Stage
+
+DATA_CACHE_DIR = "data-cache"  # decoded datasets, beside the stages
 
 
 @dataclass
@@ -34,6 +35,11 @@ class StageOutput:
 class StageStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
+
+    @property
+    def data_cache(self) -> Path:
+        """Where decoded datasets are kept: beside the stages, shared by every trial and sweep."""
+        return self.root / DATA_CACHE_DIR
 
     def path(self, stage: Stage) -> Path:
         return self.root / "stages" / stage.kind / stage.id
@@ -53,7 +59,7 @@ class StageStore:
         """The stored output of `stage`, or `build()`'s, stored, if no trial has produced it yet."""
         if self.has(stage):
             return self.load(stage)
-        with self._lock(stage):
+        with file_lock(self.root / "locks" / f"{stage.id}.lock"):
             if self.has(stage):  # built by another trial while we waited
                 return self.load(stage)
             state, result = build()
@@ -72,21 +78,3 @@ class StageStore:
         if final.exists():  # a half-written leftover cannot be here (rename is atomic); a stale dir can
             shutil.rmtree(final)
         os.rename(tmp, final)
-
-    @contextmanager
-    def _lock(self, stage: Stage) -> Iterator[None]:
-        lock_path = self.root / "locks" / f"{stage.id}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def write_json_atomic(path: Path, content: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(content, indent=1))
-    os.replace(tmp, path)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fairsweep.data import Splits, load_splits
+from fairsweep.data.cache import DataCache
 from fairsweep.errors import NO_GPU, UserError
 from fairsweep.linearize import count_relus
 from fairsweep.metrics.diagnostics import Diagnostics, diagnose, theorem_bound
@@ -22,7 +23,8 @@ from fairsweep.metrics.groups import evaluate, param_distance, trial_metrics
 from fairsweep.models import create_model
 from fairsweep.spec import Spec
 from fairsweep.sweep.plan import Trial
-from fairsweep.sweep.store import StageStore, write_json_atomic
+from fairsweep.files import write_json_atomic
+from fairsweep.sweep.store import StageStore
 from fairsweep.train import stages
 
 
@@ -60,7 +62,7 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
     if dev.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=dev.type == "cuda")
-    splits: Splits = load_splits(spec.data, spec.seed).to(dev)
+    splits: Splits = load_splits(spec.data, spec.seed, DataCache(store.data_cache)).to(dev)
     input_shape = tuple(splits.train.x.shape[1:])
     num_classes = len(splits.train.class_names)
 
@@ -113,8 +115,7 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
         "trained": {"base": base_out.trained, "linearize": lin_out.trained, "finetune": fin_out.trained},
         "metrics": metrics,
         "accuracy": {"base": base_acc.to_json(), "final": final_acc.to_json()},  # GroupMetrics, raw group names
-        "group_sizes": {"train": splits.train.group_sizes(), "val": splits.val.group_sizes(),
-                        "test": splits.test.group_sizes()},
+        "group_sizes": splits.group_sizes(),
         "input_shape": list(input_shape),
         "num_classes": num_classes,
         "relu_sites": relus.sites,

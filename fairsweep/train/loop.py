@@ -1,4 +1,5 @@
-"""The one training loop. Data lives on the device as tensors; batches are index slices."""
+"""The one training loop. Data lives on the device as tensors; batches are index slices, turned into
+model inputs (uint8 images: augmented and normalised) by the data, with tensor ops."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def train(model: nn.Module, data: GroupedData, loss_fn: LossFn, optimizer: torch
         model.train()
         loss_sum = torch.zeros(num_groups, device=data.y.device)  # (G,) per-sample loss sums
         for index in torch.randperm(n, generator=generator).to(data.y.device).split(batch_size):
-            x, y, g = data.x[index], data.y[index], data.g[index]
+            x, y, g = data.inputs(index, generator), data.y[index], data.g[index]
             objective, per_sample = loss_fn(model, x, y, g)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
@@ -55,11 +56,12 @@ def train(model: nn.Module, data: GroupedData, loss_fn: LossFn, optimizer: torch
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits (N, C) in eval mode."""
+def predict(model: nn.Module, data: GroupedData, batch_size: int = 1024) -> torch.Tensor:
+    """Logits (N, C) of every sample of `data` in eval mode (normalised, never augmented)."""
     was_training = model.training
     model.eval()
-    logits = torch.cat([model(chunk) for chunk in x.split(batch_size)])
+    index = torch.arange(len(data), device=data.y.device)
+    logits = torch.cat([model(data.inputs(chunk)) for chunk in index.split(batch_size)])
     model.train(was_training)
     return logits
 

@@ -1,0 +1,76 @@
+"""The decode cache: a dataset's files read once into uint8 tensors, reused by every trial and sweep.
+
+It lives beside the stage store (`<storage>/data-cache/`), so the trials' Ray workers find it
+through the storage path they already get. An entry is one file, `<dataset>-<fingerprint>.pt`,
+written atomically under a lock (concurrent trials decode a dataset once between them) and read
+with `torch.load(weights_only=True)`.
+
+The fingerprint hashes the preprocessing (e.g. the resize) and, for every source file, its path
+relative to the dataset's directory, its size and its modification time in nanoseconds — not its
+bytes. Hashing the bytes would cost a full read of the dataset (UTKFace: 23,000 files; SVHN:
+600 MB) on every load, which is what the cache exists to avoid; any rewrite of a file (an edit,
+a fresh download or extraction, a copy without preserved times) changes its size or mtime.
+Moving the whole dataset keeps its fingerprint, since paths are relative. An edit made to keep
+size and mtime unchanged would go unnoticed: delete `<storage>/data-cache/` after such surgery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fairsweep.files import file_lock, write_atomic
+
+CACHE_FORMAT = 1  # bump when a decoder changes what it stores
+Decoded = dict[str, Any]  # tensors, plus JSON-able values (names, counts)
+
+
+def fingerprint(dataset: str, folder: Path, files: list[Path], preprocessing: dict[str, Any]) -> str:
+    """Identity of a decode: the dataset, its preprocessing and its source files' (path, size, mtime)."""
+    stats = []
+    for path in sorted(files):
+        stat = path.stat()
+        stats.append([os.path.relpath(path, folder), stat.st_size, stat.st_mtime_ns])
+    content = {"dataset": dataset, "format": CACHE_FORMAT, "preprocessing": preprocessing, "files": stats}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class DataCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def path(self, dataset: str, key: str) -> Path:
+        return self.root / f"{dataset}-{key}.pt"
+
+    def get_or_decode(self, dataset: str, folder: Path, files: list[Path], preprocessing: dict[str, Any],
+                      decode: Callable[[], Decoded]) -> Decoded:
+        """The cached decode of `files` (under `folder`), or `decode()`'s, cached, if there is none yet."""
+        path = self.path(dataset, fingerprint(dataset, folder, files, preprocessing))
+        if path.is_file():
+            return self._read(path)
+        with file_lock(self.root / "locks" / f"{path.stem}.lock"):
+            if path.is_file():  # decoded by another process while we waited
+                return self._read(path)
+            decoded = decode()
+            import torch
+
+            write_atomic(path, lambda tmp: torch.save(decoded, tmp))
+            return decoded
+
+    @staticmethod
+    def _read(path: Path) -> Decoded:
+        import torch
+
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def get_or_decode(cache: DataCache | None, dataset: str, folder: Path, files: list[Path],
+                  preprocessing: dict[str, Any], decode: Callable[[], Decoded]) -> Decoded:
+    """Through `cache` when there is one (a sweep's storage); straight from the files otherwise."""
+    if cache is None:
+        return decode()
+    return cache.get_or_decode(dataset, folder, files, preprocessing, decode)
