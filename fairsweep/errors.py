@@ -41,6 +41,7 @@ DR_NO_CONFIGURATION = (
     "`linearize.deepreduce`: {arch} cannot take a {shape} input at any of the width and resolution factors "
     "given; include 1.0 in width_factors and resolution_factors."
 )
+ARCH_INPUT = "{arch} cannot take a {shape} input: {reason}."
 INPUT_NOT_ACCEPTED = "`model.arch`: {arch} cannot take the inputs of dataset `{dataset}` ({shape} per sample): {reason}."
 BUDGET_NOT_INTEGER = "`{key}`: an absolute budget (>= 1) must be a whole number of ReLUs, got {value!r}."
 NO_RAY_CLUSTER = (
