@@ -34,8 +34,8 @@ BUDGET_RANGE = (
 )
 DR_BUDGET_BELOW = (
     "`{key}`: DeepReDuce's configurations of {arch} at input {shape} have {low} to {high} ReLUs, and the budget "
-    "{value!r} ({budget} ReLUs) is below the smallest; feasible budgets are {low} to {high} (or more width "
-    "and resolution factors in linearize.deepreduce)."
+    "{value:g} ({budget} ReLUs) is below the smallest; feasible budgets are {low} to {high} (smaller factors in "
+    "linearize.deepreduce.width_factors or resolution_factors make smaller configurations)."
 )
 DR_NO_CONFIGURATION = (
     "`linearize.deepreduce`: {arch} cannot take a {shape} input at any of the width and resolution factors "
