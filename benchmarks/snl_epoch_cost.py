@@ -8,7 +8,7 @@ Inputs are random tensors of the architecture's input shape (the timing does not
 data). Prints the median epoch time over repeats and the ratios against `plain`, all measured in
 this run.
 
-    python benchmarks/snl_epoch_cost.py [--arch resnet18 --width 16] [--samples 1024] [--repeats 3]
+    python benchmarks/snl_epoch_cost.py [--arch resnet18 --width 8] [--samples 1024] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def snl_epoch(model, teacher, data, spec, generator) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--input-size", type=int, default=32)
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -134,3 +134,16 @@ def test_snl_fails_clearly_when_budget_not_reached(tiny_raw):
     spec, splits, base = _trained_base(tiny_raw)
     with pytest.raises(StageError, match="did not reach its budget of 10 ReLUs within linearize.max_epochs=2"):
         snl(copy.deepcopy(base), splits, spec, 10, torch.Generator().manual_seed(0))
+
+
+def test_snl_grows_lambda_exactly_after_epochs_whose_count_did_not_fall_below_its_lowest(tiny_raw):
+    tiny_raw["linearize"].update(lambda_init=2e-3, lambda_growth=1.5)
+    spec, splits, base = _trained_base(tiny_raw)
+    history = snl(copy.deepcopy(base), splits, spec, 51, torch.Generator().manual_seed(0)).history
+    lowest, lam = 1024, spec.linearize.lambda_init  # every gate starts live
+    for row in history:  # the oracle: replay the rule over the recorded live counts
+        assert row["lambda"] == pytest.approx(lam, rel=1e-12)
+        if row["live_relus"] >= lowest:
+            lam *= 1.5
+        lowest = min(lowest, row["live_relus"])
+    assert any(b["lambda"] > a["lambda"] for a, b in zip(history, history[1:]))  # the rule did fire
