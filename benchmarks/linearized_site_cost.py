@@ -10,21 +10,20 @@ ResNet-18 (CIFAR variant, 32×32 inputs) in four forms, all with the same weight
 Prints the median time of a forward pass (eval) and of a training step (forward, backward, SGD)
 over repeats, and the ratio of each form to `removed`, all measured in this run.
 
-    python benchmarks/linearized_site_cost.py [--width 32] [--batch-size 64] [--stage stage1] [--repeats 15]
+    python benchmarks/linearized_site_cost.py [--width 32] [--batch-size 64] [--stage stage1] [--repeats 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 
 import torch
 from torch import nn
 
 from fairsweep.linearize import count_relus
 from fairsweep.models import create_model, relu_sites, stage_of
+from timing import interleaved_medians
 
 
 def stage_sites(model: nn.Module, stage: str) -> dict:
@@ -66,7 +65,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32, help="ResNet-18's first-stage channels (64 in the paper)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--stage", default="stage1")
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,18 +77,11 @@ def main() -> None:
     print(f"resnet18 width {args.width}, {args.stage} linearized, batch {args.batch_size} × 3×32×32, CPU, "
           f"{args.threads} thread(s), median of {args.repeats}")
     for label, work in (("forward (eval)", forward), ("training step", train_step)):
-        times: dict[str, list[float]] = {name: [] for name in models}
-        names = list(models)
-        for r in range(args.repeats + 1):  # the first round warms up and is not counted
-            for name in names[r % len(names):] + names[:r % len(names)]:  # rotated, so load drift hits all alike
-                start = time.perf_counter()
-                work(models[name], x, y)
-                if r > 0:
-                    times[name].append(time.perf_counter() - start)
-        base = statistics.median(times["removed"])
+        medians = interleaved_medians({name: lambda r, m=m: work(m, x, y) for name, m in models.items()},
+                                      args.repeats)
+        base = medians["removed"]
         print(f"  {label}")
-        for name in names:
-            median = statistics.median(times[name])
+        for name, median in medians.items():
             print(f"    {name:<12} {live[name]:>8,} ReLUs {median * 1000:8.1f} ms   ratio to removed {median / base:5.2f}x")
 
 

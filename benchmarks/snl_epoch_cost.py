@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +26,7 @@ from fairsweep.models import create_model
 from fairsweep.spec import validate_spec
 from fairsweep.train.loop import train
 from fairsweep.train.losses import kd_per_sample
+from timing import interleaved_medians
 
 
 def plain_epoch(model, teacher, data, spec, generator) -> None:
@@ -80,22 +79,17 @@ def main() -> None:
     student0 = create_model(args.arch, 10, 3, width=args.width)
 
     epochs = {"plain": plain_epoch, "KD": kd_epoch, "SNL": snl_epoch}
-    times: dict[str, list[float]] = {name: [] for name in epochs}
-    names = list(epochs)
-    for r in range(args.repeats + 1):  # the first round warms up and is not counted
-        for name in names[r % 3:] + names[:r % 3]:  # interleaved and rotated, so load drift hits all alike
-            student = copy.deepcopy(student0)
-            generator = torch.Generator().manual_seed(r)
-            start = time.perf_counter()
-            epochs[name](student, teacher, data, spec, generator)
-            if r > 0:
-                times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["plain"])
+
+    def run(epoch):
+        return lambda r: epoch(copy.deepcopy(student0), teacher, data, spec, torch.Generator().manual_seed(r))
+
+    medians = interleaved_medians({name: run(epoch) for name, epoch in epochs.items()}, args.repeats)
+    base = medians["plain"]
     print(f"{args.arch} width {args.width}, {args.samples} samples of {'×'.join(map(str, shape))}, batch "
           f"{args.batch_size}, CPU, {args.threads} thread(s), median of {args.repeats}")
     for name, label in (("plain", "plain training epoch (CE, SGD)"), ("KD", "KD epoch (teacher forward + CE + KL)"),
                         ("SNL", "SNL epoch (gates, KD, λ‖α‖₁, Adam)")):
-        median = statistics.median(times[name])
+        median = medians[name]
         print(f"  {label:<42} {median * 1000:8.1f} ms   ratio to plain {median / base:5.2f}x")
 
 

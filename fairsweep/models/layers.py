@@ -1,4 +1,4 @@
-"""Building blocks shared by the architectures (their ReLUs come from `relu_site`, not from here)."""
+"""Building blocks shared by the architectures."""
 
 from __future__ import annotations
 
@@ -6,10 +6,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fairsweep.models.sites import relu_site
+
 
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
     """3×3 convolution (no bias) and batch norm."""
     return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out)]
+
+
+class ConvBNReLU(nn.Module):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv, self.bn = conv_bn(c_in, c_out)
+        self.relu = relu_site()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
 
 
 def classifier(channels: int, num_classes: int) -> list[tuple[str, nn.Module]]:

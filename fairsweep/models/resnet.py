@@ -14,18 +14,8 @@ import torch
 from torch import nn
 
 from fairsweep.models import register_model
-from fairsweep.models.layers import InputScale, classifier, conv_bn
+from fairsweep.models.layers import ConvBNReLU, InputScale, classifier, conv_bn
 from fairsweep.models.sites import relu_site
-
-
-class Stem(nn.Module):
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv, self.bn = conv_bn(c_in, c_out)
-        self.relu = relu_site()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(x)))
 
 
 class BasicBlock(nn.Module):
@@ -91,7 +81,7 @@ def resnet(depths: list[int], num_classes: int, in_channels: int, width: int, re
     widths = [width * 2 ** i for i in range(len(depths))]
     return nn.Sequential(OrderedDict([
         ("resample", InputScale(resolution)),
-        ("stem", Stem(in_channels, width)),
+        ("stem", ConvBNReLU(in_channels, width)),
         *_stages(BasicBlock, width, widths, depths),
         *classifier(widths[-1], num_classes),
     ]))

@@ -5,24 +5,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
 from torch import nn
 
 from fairsweep.models import register_model
-from fairsweep.models.layers import InputScale, classifier, conv_bn
-from fairsweep.models.sites import relu_site
+from fairsweep.models.layers import ConvBNReLU, InputScale, classifier
 
 VGG19_STAGES = ((1, 2), (2, 2), (4, 4), (8, 4), (8, 4))  # (channels as a multiple of `width`, convs)
-
-
-class ConvBNReLU(nn.Module):
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv, self.bn = conv_bn(c_in, c_out)
-        self.relu = relu_site()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(x)))
 
 
 @register_model
