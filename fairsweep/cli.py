@@ -99,6 +99,49 @@ def datasets(root: Annotated[Optional[Path], typer.Option(
         console.print("Give a data root with --root DIR or the environment variable FAIRSWEEP_DATA.")
 
 
+@app.command()
+def relus(
+    arch: Annotated[str, typer.Argument(help="a registered architecture, e.g. resnet18")],
+    input_size: Annotated[int, typer.Option(min=1, help="height and width of the input")] = 32,
+    in_channels: Annotated[int, typer.Option(min=1, help="channels of the input")] = 3,
+    num_classes: Annotated[int, typer.Option(min=1, help="classifier outputs")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help='print {"total", "stages", "sites"} as JSON')] = False,
+) -> None:
+    """ReLU accounting of an architecture: the total, per stage and per site, at one input size."""
+    import json
+
+    import torch
+
+    from fairsweep.errors import ARCH_INPUT, unknown_name
+    from fairsweep.linearize import count_relus
+    from fairsweep.models import create_model, input_problem, list_models, relu_sites
+
+    shape = (in_channels, input_size, input_size)
+    try:
+        if arch not in list_models():
+            raise UserError(unknown_name("architecture", arch, list_models()))
+        problem = input_problem(arch, shape)
+        if problem is not None:
+            raise UserError(ARCH_INPUT.format(arch=arch, shape="×".join(map(str, shape)), reason=problem))
+    except UserError as exc:
+        _fail(exc)
+    with torch.device("meta"):  # shapes only: counting needs no compute
+        model = create_model(arch, num_classes=num_classes, in_channels=in_channels)
+    count = count_relus(model, shape)
+    if as_json:
+        typer.echo(json.dumps({"total": count.total, "stages": count.stages, "sites": count.sites}, indent=1))
+        return
+    console.print(f"[bold]{arch}[/] at {'×'.join(map(str, shape))}: [bold]{count.total:,}[/] ReLUs", highlight=False)
+    stages = Table("stage", "ReLUs", "share")
+    for stage, units in count.stages.items():
+        stages.add_row(stage, f"{units:,}", f"{units / count.total:.1%}")
+    console.print(stages)
+    sites = Table("site", "units (C×H×W)", "ReLUs")
+    for name, site in relu_sites(model).items():
+        sites.add_row(name, "×".join(map(str, site.unit_shape)), f"{count.sites[name]:,}")
+    console.print(sites)
+
+
 def _print_outcome(spec, outcome) -> None:
     from fairsweep.sweep.runner import TABLE_METRICS, results_table
 

@@ -32,6 +32,17 @@ BUDGET_RANGE = (
     "`{key}`: budget must be > 0 and at most the model's {total} ReLUs "
     "(a number below 1 is a fraction of them), got {value!r}."
 )
+DR_BUDGET_BELOW = (
+    "`{key}`: DeepReDuce's configurations of {arch} at input {shape} have {low} to {high} ReLUs, and the budget "
+    "{value:g} ({budget} ReLUs) is below the smallest; feasible budgets are {low} to {high} (smaller factors in "
+    "linearize.deepreduce.width_factors or resolution_factors make smaller configurations)."
+)
+DR_NO_CONFIGURATION = (
+    "`linearize.deepreduce`: {arch} cannot take a {shape} input at any of the width and resolution factors "
+    "given; include 1.0 in width_factors and resolution_factors."
+)
+ARCH_INPUT = "{arch} cannot take a {shape} input: {reason}."
+INPUT_NOT_ACCEPTED = "`model.arch`: {arch} cannot take the inputs of dataset `{dataset}` ({shape} per sample): {reason}."
 BUDGET_NOT_INTEGER = "`{key}`: an absolute budget (>= 1) must be a whole number of ReLUs, got {value!r}."
 NO_RAY_CLUSTER = (
     "could not connect to a Ray cluster at `{address}` ({reason}); start one with `ray start --head` "

@@ -13,7 +13,7 @@ import itertools
 import json
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -125,7 +125,7 @@ class DataConfig(Section):
 
 class ModelConfig(Section):
     arch: str = "small_cnn"
-    width: int = Field(default=16, ge=1)
+    width: int | None = Field(default=None, ge=1)  # channels of the first stage; None: the architecture's own
 
     @field_validator("arch")
     @classmethod
@@ -158,8 +158,20 @@ class BaseConfig(OptimConfig):
     select: Literal["best_val", "last"] = "best_val"
 
 
+class DeepReduceConfig(OptimConfig):
+    """DeepReDuce: the reshaping factors to enumerate (with every culling and thinning option), and the
+    KD training of the selected model (0.5·CE + 0.5·T²·KL, T = linearize.temperature)."""
+
+    width_factors: list[Annotated[float, Field(gt=0)]] = Field(default=[1.0, 0.5], min_length=1)  # α
+    resolution_factors: list[Annotated[float, Field(gt=0, le=1)]] = Field(default=[1.0, 0.5], min_length=1)  # ρ
+    epochs: int = Field(default=200, ge=1)  # the published recipe's
+    lr: float = Field(default=0.1, gt=0)
+    select: Literal["best_val", "last"] = "best_val"
+
+
 class LinearizeConfig(Section):
-    """Linearizing the base model to a ReLU budget: `snl` (as described in DESIGN.md) or `random`."""
+    """Linearizing the base model to a ReLU budget: SNL (the keys below), DeepReDuce (`deepreduce`), as
+    described in DESIGN.md, or `random` (a seeded random subset of the units, no training)."""
 
     method: str = "snl"
     budget: float = Field(default=0.1, gt=0)  # < 1: fraction of the model's ReLUs; >= 1: a count
@@ -169,6 +181,7 @@ class LinearizeConfig(Section):
     threshold: float = Field(default=0.01, gt=0, lt=1)  # a gate above it counts as a live ReLU
     temperature: float = Field(default=4.0, gt=0)
     max_epochs: int = Field(default=300, ge=1)  # fail clearly if the budget is not reached by then
+    deepreduce: DeepReduceConfig = DeepReduceConfig()
 
     @field_validator("method")
     @classmethod

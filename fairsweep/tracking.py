@@ -111,7 +111,9 @@ class Tracker:
         run_id = self.client.create_run(self.experiment_id, run_name=record["name"], tags=tags).info.run_id
         spec = dict(record["spec"])
         spec.pop("sweep", None)
-        self._log_params(run_id, flatten(spec))
+        params = flatten(spec)
+        params.update(flatten(record.get("linearization", {}), "linearize.selected."))
+        self._log_params(run_id, params)
         now = _now_ms()
         metrics = [Metric(k, _finite_or_nan(v), now, 0) for k, v in record["metrics"].items()]
         metrics.extend(Metric(k, float(v), now, 0) for k, v in group_size_metrics(record["group_sizes"]).items())

@@ -12,7 +12,9 @@ from fairsweep.linearize.snl import binarize, snl
 from fairsweep.models import create_model, list_models, relu_sites
 from fairsweep.spec import validate_spec
 
-INPUTS = {"small_cnn": (1, 8, 8), "mlp": (2,)}
+# one input shape per registered architecture (the registry-driven tests fail on a missing one)
+INPUTS = {"small_cnn": (1, 8, 8), "mlp": (2,), "resnet18": (3, 32, 32), "resnet34": (3, 32, 32),
+          "vgg19": (3, 32, 32), "wrn22_8": (3, 32, 32)}
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -20,7 +22,7 @@ def test_every_model_counts_its_relus_as_the_sum_over_sites(name):
     model = create_model(name, num_classes=10, in_channels=INPUTS[name][0])
     count = count_relus(model, INPUTS[name])
     assert count.total == sum(count.sites.values()) > 0
-    assert model(torch.zeros(3, *INPUTS[name])).shape == (3, 10)
+    assert model(torch.zeros(2, *INPUTS[name])).shape == (2, 10)
 
 
 def test_small_cnn_exact_count():
@@ -51,7 +53,7 @@ def test_masks_count_live_units_and_survive_save_load(name):
     fresh = create_model(name, num_classes=3, in_channels=INPUTS[name][0])
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     assert count_relus(fresh, INPUTS[name]).total == live
-    x = torch.randn(5, *INPUTS[name])
+    x = torch.randn(2, *INPUTS[name])
     assert torch.equal(fresh.eval()(x), model.eval()(x))
 
 
@@ -102,7 +104,8 @@ def test_snl_reaches_its_budget(tiny_raw, budget):
     tiny_raw["linearize"]["budget"] = budget
     spec, splits, base = _trained_base(tiny_raw)
     target = resolve_budget(budget, 1024)
-    model, history = snl(copy.deepcopy(base), splits, spec.linearize, target, 64, torch.Generator().manual_seed(0))
+    out = snl(copy.deepcopy(base), splits, spec, target, torch.Generator().manual_seed(0))
+    model, history = out.model, out.history
     live = count_relus(model, (1, 8, 8)).total
     assert 0.95 * target <= live <= target
     assert history[-1]["live_relus"] <= target < history[-2]["live_relus"]  # stopped at the first epoch under
@@ -118,8 +121,8 @@ def test_snl_is_deterministic_per_seed(tiny_raw):
     outs = []
     for _ in range(2):
         torch.manual_seed(1)
-        model, history = snl(copy.deepcopy(base), splits, spec.linearize, 51, 64, torch.Generator().manual_seed(1))
-        outs.append((model.state_dict(), history))
+        out = snl(copy.deepcopy(base), splits, spec, 51, torch.Generator().manual_seed(1))
+        outs.append((out.model.state_dict(), out.history))
     assert outs[0][1] == outs[1][1]
     assert all(torch.equal(outs[0][0][k], outs[1][0][k]) for k in outs[0][0])
 
@@ -130,4 +133,17 @@ def test_snl_fails_clearly_when_budget_not_reached(tiny_raw):
     tiny_raw["linearize"].update(max_epochs=2, lambda_init=1e-6, lambda_growth=1.0)
     spec, splits, base = _trained_base(tiny_raw)
     with pytest.raises(StageError, match="did not reach its budget of 10 ReLUs within linearize.max_epochs=2"):
-        snl(copy.deepcopy(base), splits, spec.linearize, 10, 64, torch.Generator().manual_seed(0))
+        snl(copy.deepcopy(base), splits, spec, 10, torch.Generator().manual_seed(0))
+
+
+def test_snl_grows_lambda_exactly_after_epochs_whose_count_did_not_fall_below_its_lowest(tiny_raw):
+    tiny_raw["linearize"].update(lambda_init=2e-3, lambda_growth=1.5)
+    spec, splits, base = _trained_base(tiny_raw)
+    history = snl(copy.deepcopy(base), splits, spec, 51, torch.Generator().manual_seed(0)).history
+    lowest, lam = 1024, spec.linearize.lambda_init  # every gate starts live
+    for row in history:  # the oracle: replay the rule over the recorded live counts
+        assert row["lambda"] == pytest.approx(lam, rel=1e-12)
+        if row["live_relus"] >= lowest:
+            lam *= 1.5
+        lowest = min(lowest, row["live_relus"])
+    assert any(b["lambda"] > a["lambda"] for a, b in zip(history, history[1:]))  # the rule did fire

@@ -11,7 +11,7 @@ from fairsweep.linearize import count_relus, get_linearizer
 from fairsweep.linearize.random import proportional_counts
 from fairsweep.models import create_model
 from fairsweep.models.sites import relu_sites
-from fairsweep.spec import FinetuneConfig, LinearizeConfig
+from fairsweep.spec import FinetuneConfig, validate_spec
 from fairsweep.train.stages import finetune, reinitialize
 
 
@@ -41,17 +41,16 @@ def test_random_linearization_keeps_exactly_the_budget_per_site_in_proportion():
     base = create_model("small_cnn", 3, 1, width=4)
     data = _digits_like()
     method = get_linearizer("random")
-    model, history = method(base, Splits(data, data, data), LinearizeConfig(method="random"), 300, 16,
-                            torch.Generator().manual_seed(1))
+    spec = validate_spec({"name": "t", "linearize": {"method": "random"}})
+    out = method(base, Splits(data, data, data), spec, 300, torch.Generator().manual_seed(1))
+    model, history = out.model, out.history
     count = count_relus(model, (1, 8, 8))
     sizes = [4 * 64, 8 * 64, 16 * 16]  # relu1, relu2 at 8×8; relu3 after the 2× pool
     assert count.total == 300 == history[-1]["live_relus"]
     assert list(count.sites.values()) == proportional_counts(sizes, 300)
     assert all(site.mask is None for site in relu_sites(base).values())  # the base model is untouched
-    again, _ = method(base, Splits(data, data, data), LinearizeConfig(method="random"), 300, 16,
-                      torch.Generator().manual_seed(1))
-    other, _ = method(base, Splits(data, data, data), LinearizeConfig(method="random"), 300, 16,
-                      torch.Generator().manual_seed(2))
+    again = method(base, Splits(data, data, data), spec, 300, torch.Generator().manual_seed(1)).model
+    other = method(base, Splits(data, data, data), spec, 300, torch.Generator().manual_seed(2)).model
     masks = lambda m: [s.mask for s in relu_sites(m).values()]  # noqa: E731
     assert all(torch.equal(a, b) for a, b in zip(masks(model), masks(again)))
     assert not all(torch.equal(a, b) for a, b in zip(masks(model), masks(other)))
@@ -60,8 +59,9 @@ def test_random_linearization_keeps_exactly_the_budget_per_site_in_proportion():
 def test_from_scratch_reinitializes_keeps_masks_and_trains_with_cross_entropy_only():
     torch.manual_seed(0)
     data = _digits_like(n=40)
-    student, _ = get_linearizer("random")(create_model("small_cnn", 3, 1, width=4), Splits(data, data, data),
-                                           LinearizeConfig(method="random"), 200, 16, torch.Generator().manual_seed(0))
+    spec = validate_spec({"name": "t", "linearize": {"method": "random"}})
+    student = get_linearizer("random")(create_model("small_cnn", 3, 1, width=4), Splits(data, data, data), spec, 200,
+                                       torch.Generator().manual_seed(0)).model
     cfg = FinetuneConfig(epochs=2, lr=0.05, schedule="constant", batch_size=16, from_scratch=True)
     results = []
     for teacher_seed in (1, 2):  # the teacher plays no part

@@ -1,18 +1,19 @@
 """ReLU accounting and the registry of linearization methods.
 
-A method takes the trained base model and returns a copy whose ReLU sites carry binary masks
-with at most `budget` live units in all.
+A method takes the trained base model and returns a model whose ReLU sites carry binary masks
+with at most `budget` live units in all (SNL: a copy of the base model; DeepReDuce: a reshaped
+model trained anew).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from fairsweep.models.sites import relu_sites
+from fairsweep.models.sites import relu_sites, stage_of
 from fairsweep.registry import Registry
 
 
@@ -20,6 +21,14 @@ from fairsweep.registry import Registry
 class ReLUCount:
     total: int
     sites: dict[str, int]  # live units per site, in forward order
+
+    @property
+    def stages(self) -> dict[str, int]:
+        """Live units per stage (`stem`, `stage1`, …: a site's top-level module), in forward order."""
+        out: dict[str, int] = {}
+        for name, units in self.sites.items():
+            out[stage_of(name)] = out.get(stage_of(name), 0) + units
+        return out
 
 
 @torch.no_grad()
@@ -39,8 +48,18 @@ def resolve_budget(budget: float, total: int) -> int:
     return max(1, round(budget * total)) if budget < 1 else int(budget)
 
 
-# fn(base, splits, cfg: LinearizeConfig, budget: int, batch_size, generator) -> (masked model, history)
-Linearizer = Callable[..., tuple[nn.Module, list[dict]]]
+@dataclass
+class Linearized:
+    """What a linearization method returns."""
+
+    model: nn.Module  # its ReLU sites carry binary masks
+    history: list[dict]  # one record per epoch; its keys become MLflow curves
+    architecture: dict = field(default_factory=dict)  # create_model arguments that differ from the spec's model
+    selected: dict = field(default_factory=dict)  # what the method chose, for the trial record and MLflow params
+
+
+# fn(base, splits, spec: Spec, budget: int, generator) -> Linearized
+Linearizer = Callable[..., Linearized]
 LINEARIZERS: Registry[Linearizer] = Registry("linearization method")
 
 
@@ -52,5 +71,6 @@ list_linearizers = LINEARIZERS.names
 get_linearizer = LINEARIZERS.get
 
 
+from fairsweep.linearize import deepreduce as _deepreduce  # noqa: E402,F401  (registers "deepreduce")
 from fairsweep.linearize import random as _random  # noqa: E402,F401  (registers "random")
 from fairsweep.linearize import snl as _snl  # noqa: E402,F401  (registers "snl")

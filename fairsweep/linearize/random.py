@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fairsweep.data import Splits
-from fairsweep.linearize import count_relus, register_linearizer
+from fairsweep.linearize import Linearized, count_relus, register_linearizer
 from fairsweep.models.sites import relu_sites
 
 
@@ -33,8 +33,7 @@ def proportional_counts(sizes: list[int], budget: int) -> list[int]:
 
 @register_linearizer("random")
 @torch.no_grad()
-def random_units(base: nn.Module, splits: Splits, cfg, budget: int, batch_size: int,
-                 generator: torch.Generator) -> tuple[nn.Module, list[dict]]:
+def random_units(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Generator) -> Linearized:
     model = copy.deepcopy(base)
     count_relus(model, tuple(splits.train.x.shape[1:]))  # gives every site its unit shape
     sites = relu_sites(model)
@@ -44,4 +43,4 @@ def random_units(base: nn.Module, splits: Splits, cfg, budget: int, batch_size: 
         mask = torch.zeros(size)
         mask[torch.randperm(size, generator=generator)[:keep]] = 1.0
         site.set_mask(mask.view(site.unit_shape).to(device))
-    return model, [{"epoch": 0, "live_relus": min(budget, sum(sizes))}]
+    return Linearized(model, [{"epoch": 0, "live_relus": min(budget, sum(sizes))}])

@@ -2,8 +2,9 @@
 
 Every unit gets a trainable gate α (init 1): α·relu(x) + (1−α)·x. Weights and gates train with
 Adam on CE + KD from the base model + λ·Σ|α|; after each epoch in which the count of gates above
-the threshold did not fall, λ grows by `lambda_growth`. Once the count is at or below the budget,
-the `budget` largest gates become ReLUs (mask 1) and the rest identities (mask 0).
+the threshold did not fall below its lowest so far (as the authors' code compares), λ grows by
+`lambda_growth`. Once the count is at or below the budget, the `budget` largest gates become ReLUs
+(mask 1) and the rest identities (mask 0), frozen: masks are buffers, not parameters.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 
 from fairsweep.data import Splits
 from fairsweep.errors import StageError
-from fairsweep.linearize import count_relus, register_linearizer
+from fairsweep.linearize import Linearized, count_relus, register_linearizer
 from fairsweep.models.sites import relu_sites
 from fairsweep.train.loop import EpochSummary, train
 from fairsweep.train.losses import kd_per_sample
@@ -28,8 +29,8 @@ SNL_NOT_CONVERGED = (
 
 
 @register_linearizer("snl")
-def snl(base: nn.Module, splits: Splits, cfg, budget: int, batch_size: int,
-        generator: torch.Generator) -> tuple[nn.Module, list[dict]]:
+def snl(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Generator) -> Linearized:
+    cfg = spec.linearize
     teacher = base.eval()
     model = copy.deepcopy(base)
     count_relus(model, tuple(splits.train.x.shape[1:]))  # gives every site its unit shape
@@ -52,25 +53,25 @@ def snl(base: nn.Module, splits: Splits, cfg, budget: int, batch_size: int,
         l1 = torch.stack([gate.abs().sum() for gate in gates]).sum()
         return per_sample.mean() + lam * l1, per_sample
 
-    previous = live_gates()
+    lowest = live_gates()
 
     def on_epoch(summary: EpochSummary) -> bool:
-        nonlocal lam, previous
+        nonlocal lam, lowest
         live = live_gates()
         history.append({"epoch": summary.epoch, "loss": summary.loss, "lambda": lam, "live_relus": live})
         if live <= budget:
             return True
-        if live >= previous:
+        if live >= lowest:
             lam *= cfg.lambda_growth
-        previous = live
+        lowest = min(lowest, live)
         return False
 
-    train(model, splits.train, loss_fn, optimizer, cfg.max_epochs, batch_size, generator, on_epoch=on_epoch)
+    train(model, splits.train, loss_fn, optimizer, cfg.max_epochs, spec.data.batch_size, generator, on_epoch=on_epoch)
     if history[-1]["live_relus"] > budget:
         raise StageError(SNL_NOT_CONVERGED.format(budget=budget, epochs=cfg.max_epochs,
                                                   live=history[-1]["live_relus"], lam=lam))
     binarize(model, budget)
-    return model, history
+    return Linearized(model, history)
 
 
 @torch.no_grad()

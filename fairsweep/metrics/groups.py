@@ -93,8 +93,9 @@ def relative_drop(reference: GroupMetrics, other: GroupMetrics) -> GroupMetrics:
 
 
 def param_distance(final: torch.nn.Module, base: torch.nn.Module) -> float:
-    """‖θ̃ − θ‖₂ over the parameters the two models share (gates and masks are not parameters θ)."""
+    """‖θ̃ − θ‖₂ over the parameters the two models share (gates and masks are not parameters θ; a
+    DeepReDuce model reshaped to another width shares only the parameters whose shapes did not change)."""
     base_params = dict(base.named_parameters())
     sq = sum(float((p.detach() - base_params[n].detach()).pow(2).sum())
-             for n, p in final.named_parameters() if n in base_params)
+             for n, p in final.named_parameters() if n in base_params and base_params[n].shape == p.shape)
     return math.sqrt(sq)

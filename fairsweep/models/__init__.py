@@ -1,12 +1,18 @@
-"""Model registry: `@register_model` on a factory, `create_model(name, ...)`, `list_models()`."""
+"""Model registry: `@register_model` on a factory, `create_model(name, ...)`, `list_models()`.
+
+Every factory takes `num_classes`, `in_channels` and `width` (channels of its first stage, or hidden
+units); convolutional ones also take `resolution`, DeepReDuce's input-resolution factor ρ.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
-from fairsweep.models.sites import ReLUSite, relu_site, relu_sites
+from fairsweep.models.sites import ReLUSite, relu_site, relu_sites, stage_of
 from fairsweep.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("architecture")
@@ -24,6 +30,30 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) ->
     return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 
-from fairsweep.models import small as _small  # noqa: E402,F401  (registers the small networks)
+def default_width(name: str) -> int:
+    """The `width` an architecture has when none is given (e.g. 64 for ResNet-18)."""
+    return inspect.signature(MODELS.get(name)).parameters["width"].default
 
-__all__ = ["ReLUSite", "create_model", "list_models", "register_model", "relu_site", "relu_sites"]
+
+def input_problem(name: str, input_shape: tuple[int, ...], **kwargs) -> str | None:
+    """Why architecture `name` (built with `kwargs`) cannot take one input of `input_shape`, or None.
+
+    Runs on the meta device: shapes are checked, nothing is computed.
+    """
+    try:
+        with torch.device("meta"):
+            model = create_model(name, num_classes=2, in_channels=input_shape[0], **kwargs).eval()
+            model(torch.zeros(1, *input_shape))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        lines = str(exc).strip().splitlines()
+        return lines[0] if lines else type(exc).__name__
+    return None
+
+
+# Register the architectures.
+from fairsweep.models import resnet as _resnet  # noqa: E402,F401
+from fairsweep.models import small as _small  # noqa: E402,F401
+from fairsweep.models import vgg as _vgg  # noqa: E402,F401
+
+__all__ = ["ReLUSite", "create_model", "default_width", "input_problem", "list_models", "register_model",
+           "relu_site", "relu_sites", "stage_of"]

@@ -13,8 +13,9 @@ from torch import nn
 
 
 class ReLUSite(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, residual: bool = False) -> None:
         super().__init__()
+        self.residual = residual  # applied to a residual sum: the one DeepReDuce's thinning drops
         self.register_buffer("mask", None)
         self.register_parameter("gate", None)
         self.unit_shape: tuple[int, ...] | None = None  # set by the first forward
@@ -24,7 +25,7 @@ class ReLUSite(nn.Module):
         self.unit_shape = tuple(x.shape[1:])
         if self._mode == "relu":
             return torch.relu(x)
-        if self._mode == "identity":
+        if self._mode == "identity":  # a frozen all-zero mask: no per-element work at all
             return x
         # α·relu(x) + (1−α)·x == x + α·relu(−x); the same form serves a binary mask.
         weight = self.gate if self._mode == "gated" else self.mask
@@ -66,11 +67,16 @@ class ReLUSite(nn.Module):
                                       unexpected_keys, error_msgs)
 
 
-def relu_site() -> ReLUSite:
-    """The one way architectures create a ReLU."""
-    return ReLUSite()
+def relu_site(residual: bool = False) -> ReLUSite:
+    """The one way architectures create a ReLU; `residual` marks a ReLU applied to a residual sum."""
+    return ReLUSite(residual)
 
 
 def relu_sites(model: nn.Module) -> dict[str, ReLUSite]:
     """Every ReLU site of `model`, by qualified name (e.g. `layer2.1.relu2`), in forward order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, ReLUSite)}
+
+
+def stage_of(site_name: str) -> str:
+    """The stage a site belongs to: the top-level module holding it (`stage2.1.relu2` -> `stage2`)."""
+    return site_name.split(".", 1)[0]

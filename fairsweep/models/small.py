@@ -6,30 +6,28 @@ import torch
 from torch import nn
 
 from fairsweep.models import register_model
+from fairsweep.models.layers import InputScale, conv_bn
 from fairsweep.models.sites import relu_site
-
-
-def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)]
 
 
 class SmallCNN(nn.Module):
     """Three conv-BN-ReLU blocks with one 2× pooling; 4,096 ReLUs at 8×8 with width 16."""
 
-    def __init__(self, num_classes: int, in_channels: int, width: int) -> None:
+    def __init__(self, num_classes: int, in_channels: int, width: int, resolution: float) -> None:
         super().__init__()
         w = width
-        self.block1 = nn.Sequential(*_conv_bn(in_channels, w))
+        self.resample = InputScale(resolution)
+        self.block1 = nn.Sequential(*conv_bn(in_channels, w))
         self.relu1 = relu_site()
-        self.block2 = nn.Sequential(*_conv_bn(w, 2 * w))
+        self.block2 = nn.Sequential(*conv_bn(w, 2 * w))
         self.relu2 = relu_site()
         self.pool = nn.MaxPool2d(2)
-        self.block3 = nn.Sequential(*_conv_bn(2 * w, 4 * w))
+        self.block3 = nn.Sequential(*conv_bn(2 * w, 4 * w))
         self.relu3 = relu_site()
         self.head = nn.Linear(4 * w, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu1(self.block1(x))
+        x = self.relu1(self.block1(self.resample(x)))
         x = self.pool(self.relu2(self.block2(x)))
         x = self.relu3(self.block3(x))
         return self.head(x.mean(dim=(2, 3)))
@@ -52,8 +50,8 @@ class MLP(nn.Module):
 
 
 @register_model
-def small_cnn(num_classes: int, in_channels: int = 1, width: int = 16) -> nn.Module:
-    return SmallCNN(num_classes, in_channels, width)
+def small_cnn(num_classes: int, in_channels: int = 1, width: int = 16, resolution: float = 1.0) -> nn.Module:
+    return SmallCNN(num_classes, in_channels, width, resolution)
 
 
 @register_model

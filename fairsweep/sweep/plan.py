@@ -43,7 +43,7 @@ class Trial:
     def stages(self) -> dict[str, Stage]:
         s = self.spec.model_dump(mode="json")
         base = Stage("base", {"seed": s["seed"], "data": s["data"], "model": s["model"], "base": s["base"]})
-        lin = Stage("linearize", {"linearize": s["linearize"]}, base)
+        lin = Stage("linearize", {"linearize": _method_config(s["linearize"])}, base)
         fin = Stage("finetune", {"finetune": s["finetune"]}, lin)
         return {"base": base, "linearize": lin, "finetune": fin}
 
@@ -61,6 +61,14 @@ class Trial:
     @property
     def name(self) -> str:
         return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.values.items()) or "trial"
+
+
+def _method_config(linearize: dict[str, Any]) -> dict[str, Any]:
+    """The linearize section without DeepReDuce's options unless DeepReDuce runs: they do not change
+    what SNL computes, so they are no part of an SNL stage's identity."""
+    if linearize["method"] == "deepreduce":
+        return linearize
+    return {k: v for k, v in linearize.items() if k != "deepreduce"}
 
 
 @dataclass(frozen=True)

@@ -70,9 +70,7 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
     what was seen of each data configuration."""
     from fairsweep.data import load_splits
     from fairsweep.data.cache import DataCache
-    from fairsweep.linearize import count_relus
     from fairsweep.sweep.store import StageStore
-    from fairsweep.sweep.trial import build_model
 
     problems: list[str] = []
     res = plan.spec.resources
@@ -87,8 +85,8 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
                 unit="CPUs", hint="Lower resources.cpus_per_trial."))
     cache = DataCache(StageStore(storage).data_cache) if storage is not None else None
     summaries: dict[str, DataSummary | None] = {}
-    input_shapes: dict[str, tuple[int, tuple[int, ...]]] = {}  # data key -> (classes, input shape)
-    totals: dict[str, int] = {}
+    inputs: dict[str, tuple[tuple[int, ...], int]] = {}  # data key -> (input shape, classes)
+    counts: dict[str, Any] = {}  # model_problems' memo across trials
     for trial in plan.trials:
         spec = trial.spec
         data_key = json.dumps(spec.data.model_dump(mode="json"), sort_keys=True)
@@ -100,21 +98,60 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
                 summaries[data_key] = None
                 continue
             summaries[data_key] = DataSummary(spec.data.dataset, spec.seed, splits.group_sizes(), splits.notes)
-            input_shapes[data_key] = (len(splits.train.class_names), tuple(splits.train.x.shape[1:]))
+            inputs[data_key] = (tuple(splits.train.x.shape[1:]), len(splits.train.class_names))
         if summaries[data_key] is None:
             continue
-        shape_key = json.dumps([data_key, spec.model.model_dump(mode="json")], sort_keys=True)
-        if shape_key not in totals:
-            num_classes, input_shape = input_shapes[data_key]
-            totals[shape_key] = count_relus(build_model(spec, num_classes, input_shape), input_shape).total
-        total = totals[shape_key]
-        budget = spec.linearize.budget
-        if budget >= 1 and budget > total:
-            key = "sweep.grid.linearize.budget" if "linearize.budget" in trial.values else "linearize.budget"
-            problems.append(errors.BUDGET_RANGE.format(key=key, total=total, value=budget))
+        key = "sweep.grid.linearize.budget" if "linearize.budget" in trial.values else "linearize.budget"
+        problems.extend(model_problems(spec, *inputs[data_key], key, counts))
     if problems:
         raise UserError(list(dict.fromkeys(problems)))
     return [summary for summary in summaries.values() if summary is not None]
+
+
+def model_problems(spec: Spec, input_shape: tuple[int, ...], num_classes: int, budget_key: str,
+                   cache: dict[str, Any]) -> list[str]:
+    """The architecture must take the data's inputs and the budget must be within the model's ReLUs
+    (for DeepReDuce, within its configurations' range). `cache` keeps counts across trials."""
+    import torch
+
+    from fairsweep.linearize import count_relus, resolve_budget
+    from fairsweep.linearize.deepreduce import enumerate_configurations
+    from fairsweep.models import input_problem
+    from fairsweep.sweep.trial import build_model
+
+    arch, width, shape = spec.model.arch, spec.model.width, "×".join(map(str, input_shape))
+    model_key = json.dumps([arch, width, input_shape])
+    if model_key not in cache:
+        problem = input_problem(arch, input_shape, **({} if width is None else {"width": width}))
+        if problem is None:
+            with torch.device("meta"):  # shapes only: counting needs no compute
+                model = build_model(spec, num_classes, input_shape)
+            cache[model_key] = count_relus(model, input_shape).total
+        else:
+            cache[model_key] = errors.INPUT_NOT_ACCEPTED.format(arch=arch, dataset=spec.data.dataset, shape=shape,
+                                                                reason=problem)
+    if isinstance(cache[model_key], str):
+        return [cache[model_key]]
+    total = cache[model_key]
+    lin = spec.linearize
+    budget = resolve_budget(lin.budget, total)
+    if budget > total:
+        return [errors.BUDGET_RANGE.format(key=budget_key, total=total, value=lin.budget)]
+    if lin.method != "deepreduce":
+        return []
+    dr = lin.deepreduce
+    dr_key = json.dumps([model_key, dr.width_factors, dr.resolution_factors])
+    if dr_key not in cache:
+        counts = [c.relu_count for c in enumerate_configurations(arch, input_shape, width, dr.width_factors,
+                                                                 dr.resolution_factors)]
+        cache[dr_key] = (min(counts), max(counts)) if counts else None
+    if cache[dr_key] is None:
+        return [errors.DR_NO_CONFIGURATION.format(arch=arch, shape=shape)]
+    low, high = cache[dr_key]
+    if budget < low:
+        return [errors.DR_BUDGET_BELOW.format(key=budget_key, arch=arch, shape=shape, low=low, high=high,
+                                              value=lin.budget, budget=budget)]
+    return []
 
 
 def describe_plan(plan: Plan, storage: Path | None = None) -> dict[str, Any]:
@@ -370,7 +407,8 @@ def _log_trial(tracker, parent: str, trial: Trial, record: dict, storage: Path) 
             curves[f"{kind}/{key}"] = [row.get(key, math.nan) for row in history]
     model = None
     if trial.spec.tracking.log_models and store.has(trial.stages["finetune"]):
-        model = build_model(trial.spec, record["num_classes"], tuple(record["input_shape"]))
+        model = build_model(trial.spec, record["num_classes"], tuple(record["input_shape"]),
+                            record.get("architecture"))
         model.load_state_dict(store.load(trial.stages["finetune"]).state)
         model.eval()
     return tracker.log_trial(parent, record, curves, model)

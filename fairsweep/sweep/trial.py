@@ -36,8 +36,12 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def build_model(spec: Spec, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    return create_model(spec.model.arch, num_classes=num_classes, in_channels=input_shape[0], width=spec.model.width)
+def build_model(spec: Spec, num_classes: int, input_shape: tuple[int, ...], architecture: dict | None = None
+                ) -> nn.Module:
+    """The spec's model; `architecture` overrides its arguments (a DeepReDuce stage's width and resolution)."""
+    kwargs = {} if spec.model.width is None else {"width": spec.model.width}
+    kwargs.update(architecture or {})
+    return create_model(spec.model.arch, num_classes=num_classes, in_channels=input_shape[0], **kwargs)
 
 
 def seed_everything(seed: int, salt: str) -> torch.Generator:
@@ -66,8 +70,8 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
     input_shape = tuple(splits.train.x.shape[1:])
     num_classes = len(splits.train.class_names)
 
-    def fresh(state: dict | None = None) -> nn.Module:
-        model = build_model(spec, num_classes, input_shape)
+    def fresh(state: dict | None = None, architecture: dict | None = None) -> nn.Module:
+        model = build_model(spec, num_classes, input_shape, architecture)
         if state is not None:
             model.load_state_dict(state)
         return model.to(dev)
@@ -86,19 +90,22 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
 
     def build_linearize():
         generator = seed_everything(spec.seed, "linearize")
-        model, history = stages.linearize(copy.deepcopy(base), splits, spec, generator)
-        return cpu_state(model), {"history": history, "relu_count": count_relus(model, input_shape).total}
+        linearized = stages.linearize(copy.deepcopy(base), splits, spec, generator)
+        return cpu_state(linearized.model), {
+            "history": linearized.history, "relu_count": count_relus(linearized.model, input_shape).total,
+            "architecture": linearized.architecture, "selected": linearized.selected}
 
     lin_out = store.get_or_build(trial.stages["linearize"], build_linearize)
+    architecture = lin_out.result.get("architecture", {})  # stages stored before DeepReDuce have none
 
     def build_finetune():
         generator = seed_everything(spec.seed, "finetune")
-        student = fresh(lin_out.state)
+        student = fresh(lin_out.state, architecture)
         history = stages.finetune(student, copy.deepcopy(base), splits, spec.finetune, spec.data.batch_size, generator)
         return cpu_state(student), {"history": history}
 
     fin_out = store.get_or_build(trial.stages["finetune"], build_finetune)
-    final = fresh(fin_out.state)
+    final = fresh(fin_out.state, architecture)
 
     base_acc, final_acc = evaluate(base, splits.test), evaluate(final, splits.test)
     relus = count_relus(final, input_shape)
@@ -119,6 +126,8 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
         "input_shape": list(input_shape),
         "num_classes": num_classes,
         "relu_sites": relus.sites,
+        "architecture": architecture,  # how the final model is built beyond the spec's model section
+        "linearization": lin_out.result.get("selected", {}),  # e.g. DeepReDuce's selected configuration
     }
     write_json_atomic(trial_record_path(store.root, trial.id), record)
     return record

@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from fairsweep.data import Splits
-from fairsweep.linearize import count_relus, get_linearizer, resolve_budget
+from fairsweep.linearize import Linearized, count_relus, get_linearizer, resolve_budget
 from fairsweep.spec import FinetuneConfig, OptimConfig, Spec
 from fairsweep.metrics.groups import evaluate
 from fairsweep.train.loop import EpochSummary, make_optimizer, make_scheduler, train
 from fairsweep.train.losses import fair_objective, kd_per_sample
 
 
-def _fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, generator: torch.Generator,
+def fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, generator: torch.Generator,
          loss_fn, after_epoch=None) -> list[dict]:
     """Train with `cfg`'s optimizer, schedule and batch size (`batch_size` where cfg sets none); keep the
     best-validation or the last epoch's weights."""
@@ -47,15 +47,15 @@ def train_base(model: nn.Module, splits: Splits, spec: Spec, generator: torch.Ge
         per_sample = F.cross_entropy(m(x), y, reduction="none")
         return per_sample.mean(), per_sample
 
-    return _fit(model, splits, spec.base, spec.data.batch_size, generator, loss_fn)
+    return fit(model, splits, spec.base, spec.data.batch_size, generator, loss_fn)
 
 
-def linearize(base: nn.Module, splits: Splits, spec: Spec, generator: torch.Generator) -> tuple[nn.Module, list[dict]]:
-    """Linearize a copy of `base` to `spec.linearize.budget` with the configured method."""
+def linearize(base: nn.Module, splits: Splits, spec: Spec, generator: torch.Generator) -> Linearized:
+    """Linearize `base` to `spec.linearize.budget` with the configured method."""
     total = count_relus(base, tuple(splits.train.x.shape[1:])).total
     budget = resolve_budget(spec.linearize.budget, total)
     method = get_linearizer(spec.linearize.method)
-    return method(base, splits, spec.linearize, budget, spec.data.batch_size, generator)
+    return method(base, splits, spec, budget, generator)
 
 
 def finetune(student: nn.Module, teacher: nn.Module, splits: Splits, cfg: FinetuneConfig, batch_size: int,
@@ -90,7 +90,7 @@ def finetune(student: nn.Module, teacher: nn.Module, splits: Splits, cfg: Finetu
         multipliers.add_(cfg.mu * violation)
         return {f"multiplier/{name}": float(v) for name, v in zip(names, multipliers)}
 
-    return _fit(student, splits, cfg, batch_size, generator, loss_fn, update_multipliers)
+    return fit(student, splits, cfg, batch_size, generator, loss_fn, update_multipliers)
 
 
 @torch.no_grad()
