@@ -53,8 +53,8 @@ def test_sweep_runs_and_prints_the_table(swept):
     assert "mean ± std over seeds" in out and "worst_group_acc" in out and "drop_gap_pct" in out
     assert "mitigation_drop_pct" in out
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out
-    assert sorted(k.split("-")[0] for k in stages) == ["base", "finetune", "finetune", "finetune", "finetune",
-                                                       "linearize", "linearize"]
+    assert sorted(k.split("-")[0] for k in stages) == ["base", "diagnose", "finetune", "finetune", "finetune",
+                                                       "finetune", "linearize", "linearize"]
 
 
 def test_mlflow_has_parent_and_child_runs_with_params_and_metrics(swept, monkeypatch):
