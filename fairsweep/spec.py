@@ -414,6 +414,7 @@ def _reason(err: dict) -> str:
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
+    msg = msg.rstrip(".")  # the problem's sentence ends with its own period
     return msg[0].lower() + msg[1:] if msg else msg
 
 

@@ -46,7 +46,7 @@ def input_problem(name: str, input_shape: tuple[int, ...], **kwargs) -> str | No
             model(torch.zeros(1, *input_shape))
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         lines = str(exc).strip().splitlines()
-        return lines[0] if lines else type(exc).__name__
+        return lines[0].rstrip(".") if lines else type(exc).__name__  # the message adds its own period
     return None
 
 
