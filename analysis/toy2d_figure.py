@@ -74,12 +74,14 @@ def plot_boundaries(models: dict[str, torch.nn.Module], data, path: Path) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="the same --set overrides the sweep ran with")
     parser.add_argument("--storage", default="fairsweep-runs")
     parser.add_argument("--seed", type=int, default=0, help="the seed whose two models are drawn")
     parser.add_argument("--out", default="toy2d_boundaries.png")
     args = parser.parse_args()
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.overrides)
     plan = make_plan(spec)
     store = StageStore(args.storage)
     records = []

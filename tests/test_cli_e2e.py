@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import torch
 import yaml
 
-from conftest import MU_ABLATION, TINY_OVERRIDES
+from conftest import MU_ABLATION, ROOT, TINY_OVERRIDES
 from fairsweep.data import load_splits
 from fairsweep.spec import load_spec
 
@@ -86,6 +87,22 @@ def test_mlflow_has_parent_and_child_runs_with_params_and_metrics(swept, monkeyp
     assert children[mitigated]["metrics.mitigation_drop_pct/5"].notna().all()
     assert children[~mitigated]["metrics.mitigation_drop_pct/5"].isna().all()
     assert len(client.get_metric_history(run_id, "mitigation_drop_pct/5")) == 1
+
+
+def test_paper_figures_from_the_finished_sweep(swept):
+    tmp_path = swept[0]
+    args = [sys.executable, str(ROOT / "analysis" / "paper_figures.py"), str(MU_ABLATION), "--storage", "runs",
+            "--out", "figures"]
+    for item in TINY_OVERRIDES:
+        args += ["--set", item]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 trials; wrote per_group.csv" in result.stdout and "logged to MLflow run" in result.stdout
+    for name in ("fig3_grad_norms", "fig4_hessian", "fig6_drop", "fig9_mitigation", "bound"):
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 0
+    table = pd.read_csv(tmp_path / "figures" / "per_group.csv")
+    assert len(table) == 4 * 10 and table["mitigation_drop_pct"].notna().sum() == 2 * 10  # µ > 0 trials only
+    assert re.search(r"Theorem 4.4's bound holds for [\d.]+% of \(trial, group\) pairs", result.stdout)
 
 
 def test_logged_model_loads_and_reproduces_the_logged_accuracy(swept, monkeypatch):
@@ -221,3 +238,21 @@ def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["mu_ablation"], filter_string="tags.`fairsweep.role` = 'trial'")
     assert len(runs) == 8 and runs["tags.fairsweep.trial_id"].nunique() == 8 and (runs["status"] == "FINISHED").all()
+
+
+def test_toy2d_sweep_and_its_figure_2(tmp_path):
+    """sweeps/toy2d.yaml end to end (shortened), then analysis/toy2d_figure.py on its results."""
+    overrides = ["seed=[0,1]", "base.epochs=3", "finetune.epochs=3"]
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    toy2d = ROOT / "sweeps" / "toy2d.yaml"
+    ran = subprocess.run([sys.executable, "-m", "fairsweep", "run", str(toy2d), "--storage", "runs", *sets],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "2/2 trials finished" in ran.stdout
+    figure = subprocess.run([sys.executable, str(ROOT / "analysis" / "toy2d_figure.py"), str(toy2d), "--storage", "runs",
+                             "--out", "toy2d.png", *sets], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert figure.returncode == 0, figure.stdout + figure.stderr
+    table = pd.read_csv(tmp_path / "toy2d.csv")
+    assert list(table["model"]) == ["ReLU model", "linearized model"] and set(table["seeds"]) == {2}
+    assert {"overall_mean", "majority_mean", "minority_mean", "minority_std"} <= set(table.columns)
+    assert (tmp_path / "toy2d.png").stat().st_size > 0 and "logged to MLflow run" in figure.stdout

@@ -288,6 +288,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
     progress.close()
     for trial_id, metrics in mitigation_effects(outcome, storage).items():
         outcome.records[trial_id]["metrics"].update(metrics)
+        _add_to_record(storage, trial_id, metrics)
         if trial_id in done:
             tracker.log_missing_metrics(done[trial_id], metrics)
     outcome.seconds = time.time() - started
@@ -389,6 +390,17 @@ def _read_record(storage: Path, trial_id: str) -> dict | None:
 
     path = trial_record_path(storage, trial_id)
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _add_to_record(storage: Path, trial_id: str, metrics: dict[str, float]) -> None:
+    """Metrics known only once other trials finished (e.g. Figure 9's), into the stored trial record."""
+    from fairsweep.files import write_json_atomic
+    from fairsweep.sweep.trial import trial_record_path
+
+    record = _read_record(storage, trial_id)
+    if record is not None and any(json.dumps(record["metrics"].get(k)) != json.dumps(v) for k, v in metrics.items()):
+        record["metrics"].update(metrics)
+        write_json_atomic(trial_record_path(storage, trial_id), record)
 
 
 def _log_trial(tracker, parent: str, trial: Trial, record: dict, storage: Path) -> str:
