@@ -27,6 +27,10 @@ BAD_VALUE = "`{key}`: {reason}, got {value!r}."
 SPEC_NOT_FOUND = "spec file not found: {path} (looked at {resolved})."
 SPEC_NOT_YAML = "spec file {path} is not valid YAML: {reason}"
 SPEC_NOT_MAPPING = "spec file {path} must hold a mapping of sections (data, model, ...), got {kind}."
+GRID_AND_SEARCH = ("a sweep has either a `grid` (every combination of values) or a `search` (Optuna), not both; "
+                   "remove one of them.")
+SEED_IN_SPACE = ("`sweep.search.space.seed`: seeds are not searched; set `sweep.search.seeds_per_trial` (each "
+                 "Optuna trial then runs seeds spec.seed, spec.seed + 1, ...).")
 BAD_OVERRIDE = "`--set {item}`: expected KEY=VALUE with a dotted key, e.g. `--set finetune.mu=[0,0.01]`."
 BUDGET_RANGE = (
     "`{key}`: budget must be > 0 and at most the model's {total} ReLUs "
