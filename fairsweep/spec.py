@@ -347,6 +347,8 @@ class Spec(Section):
         content = self.model_dump(mode="json", exclude={"resources", "tracking"})
         if content["sweep"]["search"] is None:  # grid sweeps keep the hashes they had before search existed
             del content["sweep"]["search"]
+        else:  # raising n_trials continues the same search (its Optuna study and MLflow run)
+            del content["sweep"]["search"]["n_trials"]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_values(self, values: dict[str, Any]) -> Spec:

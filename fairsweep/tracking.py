@@ -73,6 +73,8 @@ class Tracker:
             ROLE_TAG: "sweep", SPEC_HASH_TAG: spec_hash, "fairsweep.version": __version__})
         params = flatten(spec.model_dump(mode="json", exclude={"sweep"}))
         params.update({f"sweep.grid.{k}": json.dumps(v) for k, v in spec.sweep.grid.items()})
+        if spec.sweep.search is not None:
+            params.update(flatten(spec.sweep.search.model_dump(mode="json"), "sweep.search."))
         params["sweep.num_trials"] = num_trials
         self._log_params(run.info.run_id, params)
         self.client.log_dict(run.info.run_id, spec.model_dump(mode="json"), "spec.json")
