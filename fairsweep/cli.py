@@ -39,18 +39,29 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
     from fairsweep.spec import load_spec
     from fairsweep.sweep.plan import make_plan
     from fairsweep.sweep.runner import check_plan, describe_plan, local_resources
+    from fairsweep.sweep.search import probe_plan, study_name, study_url
 
     try:
         parsed = load_spec(spec, set_ or [])
-        plan = make_plan(parsed)
+        plan = make_plan(parsed) if parsed.sweep.search is None else probe_plan(parsed)
         # a spec for a cluster cannot have its resources checked here, only its content
         data = check_plan(plan, None if parsed.resources.address else local_resources(), storage=storage)
     except UserError as exc:
         _fail(exc)
-    info = describe_plan(plan, storage)
-    console.print(f"spec [bold]{parsed.name}[/] is valid: {info['trials']} trials", highlight=False)
+    search = parsed.sweep.search
+    if search is None:
+        info = describe_plan(plan, storage)
+        console.print(f"spec [bold]{parsed.name}[/] is valid: {info['trials']} trials", highlight=False)
+    else:
+        objectives = ", ".join(f"{m} ({d})" for m, d in search.objectives.items())
+        console.print(f"spec [bold]{parsed.name}[/] is valid: an Optuna search ({search.sampler}) of {search.n_trials} "
+                      f"trials × {search.seeds_per_trial} seeds over {', '.join(search.space)}; objectives "
+                      f"{objectives}; study {study_name(parsed)} in {study_url(storage)}", highlight=False,
+                      soft_wrap=True)
     for summary in data:
         console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
+    if search is not None:
+        return  # its trials, and so its stages, are known only as the search runs
     table = Table("stage", "unique", "already stored", "to run")
     for kind, counts in info["stages"].items():
         table.add_row(kind, str(counts["unique"]), str(counts["stored"]), str(counts["unique"] - counts["stored"]))
