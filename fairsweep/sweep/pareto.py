@@ -96,7 +96,7 @@ def seed_means(runs: list[dict], config_keys: list[str], objectives: dict[str, s
     trial runs as {"run_id", "params", "metrics"}."""
     import pandas as pd
 
-    rows = [{**{k: run["params"].get(k, "") for k in config_keys},
+    rows = [{**{k: _parameter_value(run["params"].get(k, "")) for k in config_keys},  # MLflow holds text
              **{m: run["metrics"].get(m, math.nan) for m in objectives}, "run_id": run["run_id"]} for run in runs]
     frame = pd.DataFrame(rows, columns=[*config_keys, *objectives, "run_id"])
     if not config_keys:
@@ -106,10 +106,7 @@ def seed_means(runs: list[dict], config_keys: list[str], objectives: dict[str, s
     table = grouped[list(objectives)].mean()
     table["seeds"] = grouped["run_id"].count()
     table["run_ids"] = grouped["run_id"].agg(lambda ids: sorted(ids))
-    table = table.reset_index()
-    for key in config_keys:  # MLflow holds parameters as text
-        table[key] = table[key].map(_parameter_value).astype(object)
-    return table
+    return table.reset_index()
 
 
 def _parameter_value(text: str):
