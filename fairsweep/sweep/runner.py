@@ -225,7 +225,9 @@ def _connect_ray(address: str | None) -> None:
         except Exception as exc:  # ConnectionError, or Ray's own when no cluster answers
             raise UserError(errors.NO_RAY_CLUSTER.format(address=address, reason=_one_line(exc))) from None
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
+        # "local": a Ray of our own; without it, ray.init() joins the cluster that `ray start` last started
+        # on this machine (found in /tmp/ray/ray_current_cluster), e.g. someone else's
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False, _node_ip_address="127.0.0.1")
 
 
