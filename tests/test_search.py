@@ -16,8 +16,10 @@ import optuna
 import pytest
 import yaml
 from ray.tune.search import Searcher
+from typer.testing import CliRunner
 
 from conftest import TINY
+from fairsweep.cli import app
 from fairsweep.errors import UserError
 from fairsweep.spec import validate_spec
 from fairsweep.sweep.pareto import non_dominated, to_minimize
@@ -139,8 +141,17 @@ def test_a_seeded_sampler_asks_the_same_points(tmp_path):
 
 
 def fairsweep(cwd, *args):
+    """`fairsweep ARGS` as its own process, in `cwd`."""
     return subprocess.run([sys.executable, "-m", "fairsweep", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=600)
+
+
+def fairsweep_here(cwd, monkeypatch, *args):
+    """`fairsweep ARGS` in this process (no start-up cost), in `cwd`; `.returncode` as a process's."""
+    monkeypatch.chdir(cwd)
+    result = CliRunner().invoke(app, list(map(str, args)))
+    result.returncode = result.exit_code
+    return result
 
 
 def stage_dirs(tmp_path):
@@ -202,9 +213,9 @@ def test_rerunning_the_search_continues_the_study(searched):
     assert len(children) == 4 and children["tags.fairsweep.trial_id"].nunique() == 4
 
 
-def test_pareto_of_the_search(searched):
+def test_pareto_of_the_search(searched, monkeypatch):
     tmp_path = searched[0]
-    result = fairsweep(tmp_path, "pareto", "search.yaml", "--plot", "front.png")
+    result = fairsweep_here(tmp_path, monkeypatch, "pareto", "search.yaml", "--plot", "front.png")
     assert result.returncode == 0, result.stdout + result.stderr
     out = " ".join(result.stdout.split())
     assert "tiny_search: Pareto front" in out and "of 4 configurations" in out and "hypervolume" in out
@@ -224,9 +235,9 @@ def grid_swept(searched):
     return tmp_path
 
 
-def test_pareto_of_a_grid_sweep_averages_seeds(grid_swept):
+def test_pareto_of_a_grid_sweep_averages_seeds(grid_swept, monkeypatch):
     tmp_path = grid_swept
-    result = fairsweep(tmp_path, "pareto", "grid.yaml", "--format", "json")
+    result = fairsweep_here(tmp_path, monkeypatch, "pareto", "grid.yaml", "--format", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     front = json.loads(result.stdout)
     assert front["objectives"] == OBJECTIVES and front["configurations"] == 2
@@ -250,15 +261,15 @@ def test_pareto_of_a_grid_sweep_averages_seeds(grid_swept):
         "pareto/front.csv", "pareto/front.json", "pareto/tiny_grid-pareto.png"}
 
 
-def test_pareto_by_experiment_name_as_csv_and_table(grid_swept):
+def test_pareto_by_experiment_name_as_csv_and_table(grid_swept, monkeypatch):
     tmp_path = grid_swept
-    result = fairsweep(tmp_path, "pareto", "tiny_grid", "--format", "csv", "--objective", "acc:max",
+    result = fairsweep_here(tmp_path, monkeypatch, "pareto", "tiny_grid", "--format", "csv", "--objective", "acc:max",
                        "--objective", "relu_count:min", "--reference", "0,1000")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert rows and set(rows[0]) == {"finetune.mu", "acc", "relu_count", "seeds", "run_ids"}
     assert "hypervolume" in result.stderr and "reference acc=0, relu_count=1000" in result.stderr
-    table = fairsweep(tmp_path, "pareto", "grid.yaml")
+    table = fairsweep_here(tmp_path, monkeypatch, "pareto", "grid.yaml")
     assert table.returncode == 0 and "MLflow runs" in table.stdout and "hypervolume" in table.stdout
 
 
@@ -267,17 +278,17 @@ def test_pareto_by_experiment_name_as_csv_and_table(grid_swept):
     (["tiny_gird"], "unknown MLflow experiment `tiny_gird` (did you mean `tiny_grid`?)"),
     (["tiny_grid", "--x", "param_dist"], "`--x`: unknown objective `param_dist`"),
 ])
-def test_pareto_bad_input_exits_2(grid_swept, args, expect):
-    result = fairsweep(grid_swept, "pareto", *args)
+def test_pareto_bad_input_exits_2(grid_swept, monkeypatch, args, expect):
+    result = fairsweep_here(grid_swept, monkeypatch, "pareto", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert expect in " ".join(result.stderr.split())
 
 
-def test_run_with_a_bad_search_exits_2_before_any_work(tmp_path):
+def test_run_with_a_bad_search_exits_2_before_any_work(tmp_path, monkeypatch):
     raw = search_raw(objectives={"accuracy": "max", "relu_count": "min"})
     raw["sweep"]["grid"] = {"finetune.mu": [0.0]}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
-    result = fairsweep(tmp_path, "run", "bad.yaml", "--storage", "runs")
+    result = fairsweep_here(tmp_path, monkeypatch, "run", "bad.yaml", "--storage", "runs")
     assert result.returncode == 2, result.stdout + result.stderr
     text = " ".join(result.stderr.split())
     assert "unknown objective metric `accuracy`" in text and "not both" in text and "Traceback" not in text
