@@ -11,6 +11,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -270,12 +271,15 @@ class SearchParam(Section):
             raise ValueError("an int parameter takes whole numbers as low, high and step")
         return self
 
-    def extremes(self) -> list[Any]:
-        """The values that bound this dimension: every choice, or low and high."""
+    def probes(self) -> list[Any]:
+        """Values to check before a search starts: every choice; or low, high and, for a continuous
+        float, a value inside that is no round number (e.g. a float budget above 1 must be whole)."""
         if self.type == "categorical":
             return list(self.choices)
-        cast = int if self.type == "int" else float
-        return [cast(self.low), cast(self.high)]
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
+        inside = self.low + (self.high - self.low) / math.pi
+        return [self.low, self.high] + ([inside] if self.step is None else [])
 
 
 class SearchConfig(Section):
@@ -458,7 +462,7 @@ def _grid_problems(raw: dict, grid: dict) -> list[str]:
 
 
 def _space_problems(raw: dict, space: dict) -> list[str]:
-    """Check each search-space key exists and its extreme values (low, high, every choice) are valid."""
+    """Check each search-space key exists and its probe values (low, high, every choice) are valid."""
     problems = []
     for key, param in space.items():
         key_problem = _varied_key_problem("search.space", key)
@@ -468,10 +472,10 @@ def _space_problems(raw: dict, space: dict) -> list[str]:
             problems.append(key_problem)
             continue
         try:
-            extremes = SearchParam.model_validate(param).extremes()
+            probes = SearchParam.model_validate(param).probes()
         except ValidationError:
             continue  # reported by the spec's own validation
-        problems.extend(_value_problems(raw, f"sweep.search.space.{key}", key, extremes))
+        problems.extend(_value_problems(raw, f"sweep.search.space.{key}", key, probes))
     return problems
 
 

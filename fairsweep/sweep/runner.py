@@ -173,7 +173,7 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
     storage = Path(storage).expanduser().resolve()
     plan = make_plan(spec)
     checked = plan
-    if spec.sweep.search is not None:  # trials come from the study as it runs; check its extremes now
+    if spec.sweep.search is not None:  # trials come from the study as it runs; check its probe values now
         from fairsweep.sweep.search import probe_plan
 
         plan, checked = Plan(spec, []), probe_plan(spec)

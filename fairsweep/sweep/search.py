@@ -48,8 +48,8 @@ def seed_trials(spec: Spec, params: dict[str, Any]) -> list[Trial]:
 
 
 def probe_plan(spec: Spec) -> Plan:
-    """Trials at the extremes of each dimension (low, high, every choice), for the pre-flight checks."""
-    points = [{key: value} for key, param in _search(spec).space.items() for value in param.extremes()]
+    """Trials at the probe values of each dimension (low, high, every choice), for the pre-flight checks."""
+    points = [{key: value} for key, param in _search(spec).space.items() for value in param.probes()]
     return Plan(spec, [Trial(spec.with_values(p), p) for p in points])
 
 
