@@ -233,8 +233,9 @@ def _print_outcome(spec, outcome) -> None:
         metrics = [m for m in TABLE_METRICS if f"{m}_mean" in table.columns]
         keys = [c for c in table.columns if not any(c.startswith(m + "_") for m in metrics)]
         view = Table(*keys, *metrics, "seeds", title=f"{spec.name}: mean ± std over seeds")
+        show = _short if spec.sweep.search is not None else str  # searched values are long floats
         for _, row in table.iterrows():
-            cells = [str(row[k]) for k in keys]
+            cells = [show(row[k]) for k in keys]
             for m in metrics:
                 mean, std = row[f"{m}_mean"], row[f"{m}_std"]
                 digits = 2 if m.endswith("_pct") else 4
