@@ -209,8 +209,9 @@ def pareto(
         typer.echo(rows.to_csv(index=False), nl=False)
         err_console.print(f"hypervolume {front.hypervolume:.6g} (reference {reference_text})", highlight=False)
         return
-    view = Table(*front.config_keys, *(f"{m} ({d})" for m, d in objectives.items()), "seeds", "MLflow runs",
+    view = Table(*front.config_keys, *(f"{m} ({d})" for m, d in objectives.items()), "seeds",
                  title=f"{name}: Pareto front, {len(rows)} of {len(front.table)} configurations (seed means)")
+    view.add_column("MLflow runs", overflow="fold")  # whole ids (wrapped where narrow), never cut short
     for _, row in rows.iterrows():
         view.add_row(*(_short(row[k]) for k in front.config_keys), *(f"{row[m]:.4g}" for m in names),
                      str(row["seeds"]), row["run_ids"])
