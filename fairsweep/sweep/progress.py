@@ -9,7 +9,7 @@ import time
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
@@ -32,8 +32,7 @@ class Progress:
         self._live = None
         if self.console.is_terminal:
             self._bar = RichProgress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                     console=self.console)
+                                     TextColumn("elapsed"), TimeElapsedColumn(), console=self.console)
             self._task = self._bar.add_task("sweep", total=total, completed=already_done)
             self._live = Live(Group(self._bar, _StatusLines(self)), console=self.console, refresh_per_second=4)
             self._live.start()
@@ -54,8 +53,10 @@ class Progress:
     def status_lines(self) -> list[str]:
         """The live display's lines under the bar."""
         best = "  ".join(f"{m} {self.best[m]:.4g}" if m in self.best else f"{m} —" for m in self.objectives)
+        eta = self.eta_seconds()
         return [f"done {self.done}  running {self.running}  pending {self.pending}  failed {self.failed}    "
-                f"stages trained {self.stages['trained']}  reused {self.stages['reused']}",
+                f"stages trained {self.stages['trained']}  reused {self.stages['reused']}    "
+                f"eta {'—' if math.isnan(eta) else f'{eta:.0f}s'}",
                 f"best: {best}"]
 
     def _refresh(self) -> None:
