@@ -56,15 +56,11 @@ class Tracker:
 
     def find_sweep_run(self, spec) -> str | None:
         """The parent run a previous run of this spec made, if any."""
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and tags.`{SPEC_HASH_TAG}` = '{spec.content_hash()}'",
-            max_results=1, order_by=["attributes.start_time DESC"])
-        return found[0].info.run_id if found else None
+        return self.latest_sweep_run(f" and tags.`{SPEC_HASH_TAG}` = '{spec.content_hash()}'")
 
-    def latest_sweep_run(self) -> str | None:
-        """The parent run of the experiment's latest sweep, whatever its spec."""
-        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+    def latest_sweep_run(self, condition: str = "") -> str | None:
+        """The parent run of the experiment's latest sweep (meeting `condition`, a filter clause), if any."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'{condition}",
                                         max_results=1, order_by=["attributes.start_time DESC"])
         return found[0].info.run_id if found else None
 
