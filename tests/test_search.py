@@ -295,3 +295,16 @@ def test_run_with_a_bad_search_exits_2_before_any_work(tmp_path, monkeypatch):
     text = " ".join(result.stderr.split())
     assert "unknown objective metric `accuracy`" in text and "not both" in text and "Traceback" not in text
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_seed_that_fails_fails_its_optuna_trial_and_the_next_is_asked(tmp_path):
+    spec = validate_spec(search_raw(n_trials=1))
+    read = read_record(tmp_path)
+    searcher = StudySearcher(open_study(spec, tmp_path), spec, lambda t: None, lambda t: read(t.id), read)
+    assert searcher.suggest("tune0") not in (Searcher.FINISHED, None)
+    searcher.on_trial_complete("tune0", error=True)  # what Tune reports of a trial that failed for good
+    assert searcher.suggest("tune1") == Searcher.FINISHED  # this run asked its one trial
+    trials = optuna.load_study(study_name=study_name(spec), storage=study_url(tmp_path)).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
+    # a failed trial does not count: re-running asks for a new one
+    assert StudySearcher(open_study(spec, tmp_path), spec, lambda t: None, lambda t: read(t.id), read).to_ask == 1

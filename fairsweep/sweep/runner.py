@@ -333,7 +333,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
     return outcome
 
 
-def _run_with_tune(spec: Spec, storage: Path, on_done, progress, trials: dict[str, Trial],
+def _run_with_tune(spec: Spec, storage: Path, on_done, progress, by_id: dict[str, Trial],
                    pending: list[Trial], searcher=None) -> dict[str, str]:
     """Schedule trials with Ray Tune (one trainable call per trial): `pending`, the grid's, or those the
     search's `searcher` hands out as it goes. Returns failures by trial id."""
@@ -369,7 +369,7 @@ def _run_with_tune(spec: Spec, storage: Path, on_done, progress, trials: dict[st
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(storage / "tune"),
                 failure_config=tune.FailureConfig(max_failures=res.max_failures),
-                callbacks=[_driver_callback(on_done, progress, trials)],
+                callbacks=[_driver_callback(on_done, progress, by_id)],
                 verbose=0,
             ),
         )
@@ -386,7 +386,7 @@ def _run_with_tune(spec: Spec, storage: Path, on_done, progress, trials: dict[st
             ray.shutdown()
 
 
-def _driver_callback(on_done, progress, trials: dict[str, Trial]):
+def _driver_callback(on_done, progress, by_id: dict[str, Trial]):
     """A Tune callback in the driver: logs each finished trial to MLflow at once, updates progress."""
     from ray import tune
 
@@ -398,7 +398,7 @@ def _driver_callback(on_done, progress, trials: dict[str, Trial]):
             on_done(trial.config["trial_id"])
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            progress.trial_failed(trials[trial.config["trial_id"]].name)
+            progress.trial_failed(by_id[trial.config["trial_id"]].name)
 
         def __reduce__(self):  # Tune pickles its run config; the driver-side state stays behind
             return (tune.Callback, ())
