@@ -39,18 +39,29 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
     from fairsweep.spec import load_spec
     from fairsweep.sweep.plan import make_plan
     from fairsweep.sweep.runner import check_plan, describe_plan, local_resources
+    from fairsweep.sweep.search import probe_plan, study_name, study_url
 
     try:
         parsed = load_spec(spec, set_ or [])
-        plan = make_plan(parsed)
+        plan = make_plan(parsed) if parsed.sweep.search is None else probe_plan(parsed)
         # a spec for a cluster cannot have its resources checked here, only its content
         data = check_plan(plan, None if parsed.resources.address else local_resources(), storage=storage)
     except UserError as exc:
         _fail(exc)
-    info = describe_plan(plan, storage)
-    console.print(f"spec [bold]{parsed.name}[/] is valid: {info['trials']} trials", highlight=False)
+    search = parsed.sweep.search
+    if search is None:
+        info = describe_plan(plan, storage)
+        console.print(f"spec [bold]{parsed.name}[/] is valid: {info['trials']} trials", highlight=False)
+    else:
+        objectives = ", ".join(f"{m} ({d})" for m, d in search.objectives.items())
+        console.print(f"spec [bold]{parsed.name}[/] is valid: an Optuna search ({search.sampler}) of {search.n_trials} "
+                      f"trials × {search.seeds_per_trial} seeds over {', '.join(search.space)}; objectives "
+                      f"{objectives}; study {study_name(parsed)} in {study_url(storage)}", highlight=False,
+                      soft_wrap=True)
     for summary in data:
         console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
+    if search is not None:
+        return  # its trials, and so its stages, are known only as the search runs
     table = Table("stage", "unique", "already stored", "to run")
     for kind, counts in info["stages"].items():
         table.add_row(kind, str(counts["unique"]), str(counts["stored"]), str(counts["unique"] - counts["stored"]))
@@ -142,6 +153,79 @@ def relus(
     console.print(sites)
 
 
+@app.command()
+def pareto(
+    target: Annotated[str, typer.Argument(help="a sweep spec (YAML), or the name of an MLflow experiment (its "
+                                               "latest sweep)")],
+    set_: SetOpt = None,
+    objective: Annotated[Optional[list[str]], typer.Option(
+        help="METRIC:max or METRIC:min, repeatable; default: the spec's sweep.search.objectives, for a grid "
+             "acc:max drop_gap_pct:min relu_count:min")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    reference: Annotated[Optional[str], typer.Option(
+        help="the hypervolume's reference point, one number per objective: 0.5,40,500; default: each "
+             "objective's worst value, 10 % of its range further")] = None,
+    x: Annotated[Optional[str], typer.Option(help="the plot's x axis (an objective; default the first)")] = None,
+    y: Annotated[Optional[str], typer.Option(help="the plot's y axis (default the second objective)")] = None,
+    color: Annotated[Optional[str], typer.Option(help="the plot's colour (default the third objective)")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="where to save the plot (default ./NAME-pareto.png)")] = None,
+    tracking_uri: Annotated[str, typer.Option(help="the MLflow store of an experiment NAME")] = "sqlite:///mlflow.db",
+) -> None:
+    """The non-dominated trials of a sweep after seed averaging, their hypervolume and a plot; all
+    logged to the sweep's MLflow run."""
+    import json
+
+    from fairsweep.errors import unknown_name
+    from fairsweep.sweep.pareto import choose_objectives, parse_reference, pareto_front, plot_front, sweep_runs
+
+    try:
+        if fmt not in ("table", "csv", "json"):
+            raise UserError(unknown_name("format", fmt, ["table", "csv", "json"]))
+        sweep = sweep_runs(target, set_ or [], tracking_uri)
+        objectives = choose_objectives(sweep.spec, objective or [])
+        names = list(objectives)
+        axes = {"x": x or names[0], "y": y or names[1], "color": color or (names[2] if len(names) > 2 else None)}
+        for axis, metric in axes.items():
+            if metric is not None and metric not in objectives:
+                raise UserError(f"`--{axis}`: " + unknown_name("objective", metric, names))
+        front = pareto_front(sweep.runs, [k for k in sweep.spec.sweep.varied_keys if k != "seed"], objectives,
+                             parse_reference(reference, objectives))
+    except UserError as exc:
+        _fail(exc)
+    name = sweep.spec.name
+    path = plot_front(front, axes["x"], axes["y"], axes["color"], plot or Path(f"{name}-pareto.png"),
+                      f"{name}: {int(front.on_front.sum())} non-dominated of {len(front.table)}")
+    rows = front.front.assign(run_ids=front.front["run_ids"].map(" ".join))
+    reference_text = ", ".join(f"{m}={v:.6g}" for m, v in zip(names, front.reference))
+    summary = {"objectives": objectives, "reference": dict(zip(names, front.reference.tolist())),
+               "hypervolume": front.hypervolume, "configurations": len(front.table), "sweep_run_id": sweep.parent_run_id,
+               "plot": str(path.resolve())}
+    sweep.tracker.log_front(sweep.parent_run_id, front.hypervolume, rows.to_csv(index=False), summary, path)
+    if fmt == "json":
+        summary["front"] = json.loads(front.front.to_json(orient="records", double_precision=15))
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    if fmt == "csv":
+        typer.echo(rows.to_csv(index=False), nl=False)
+        err_console.print(f"hypervolume {front.hypervolume:.6g} (reference {reference_text})", highlight=False)
+        return
+    view = Table(*front.config_keys, *(f"{m} ({d})" for m, d in objectives.items()), "seeds",
+                 title=f"{name}: Pareto front, {len(rows)} of {len(front.table)} configurations (seed means)")
+    view.add_column("MLflow runs", overflow="fold")  # whole ids (wrapped where narrow), never cut short
+    for _, row in rows.iterrows():
+        view.add_row(*(_short(row[k]) for k in front.config_keys), *(f"{row[m]:.4g}" for m in names),
+                     str(row["seeds"]), row["run_ids"])
+    console.print(view)
+    console.print(f"hypervolume {front.hypervolume:.6g} (reference {reference_text})\nplot: {path}\n"
+                  f"logged to MLflow run {sweep.parent_run_id} (pareto_hypervolume, pareto/)", highlight=False,
+                  soft_wrap=True)
+
+
+def _short(value) -> str:
+    """A configuration value for a table: numbers to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _print_outcome(spec, outcome) -> None:
     from fairsweep.sweep.runner import TABLE_METRICS, results_table
 
@@ -150,8 +234,9 @@ def _print_outcome(spec, outcome) -> None:
         metrics = [m for m in TABLE_METRICS if f"{m}_mean" in table.columns]
         keys = [c for c in table.columns if not any(c.startswith(m + "_") for m in metrics)]
         view = Table(*keys, *metrics, "seeds", title=f"{spec.name}: mean ± std over seeds")
+        show = _short if spec.sweep.search is not None else str  # searched values are long floats
         for _, row in table.iterrows():
-            cells = [str(row[k]) for k in keys]
+            cells = [show(row[k]) for k in keys]
             for m in metrics:
                 mean, std = row[f"{m}_mean"], row[f"{m}_std"]
                 digits = 2 if m.endswith("_pct") else 4

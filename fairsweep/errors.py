@@ -27,6 +27,21 @@ BAD_VALUE = "`{key}`: {reason}, got {value!r}."
 SPEC_NOT_FOUND = "spec file not found: {path} (looked at {resolved})."
 SPEC_NOT_YAML = "spec file {path} is not valid YAML: {reason}"
 SPEC_NOT_MAPPING = "spec file {path} must hold a mapping of sections (data, model, ...), got {kind}."
+GRID_AND_SEARCH = ("a sweep has either a `grid` (every combination of values) or a `search` (Optuna), not both; "
+                   "remove one of them.")
+SEED_IN_SPACE = ("`sweep.search.space.seed`: seeds are not searched; set `sweep.search.seeds_per_trial` (each "
+                 "Optuna trial then runs seeds spec.seed, spec.seed + 1, ...).")
+NO_SWEEP_RUN = (
+    "no sweep of {what} in the MLflow store {uri}; run it first with `fairsweep run`, in the directory it "
+    "is to run in (or give the store: tracking.uri in the spec, --tracking-uri for an experiment name)."
+)
+NO_FINISHED_TRIALS = "the sweep of {what} in {uri} has no finished trial yet; nothing to put on a front."
+BAD_OBJECTIVE = "`--objective {item}`: expected METRIC:max or METRIC:min, e.g. `--objective acc:max`."
+FEW_OBJECTIVES = "a Pareto front needs at least two objectives, got {objectives}."
+BAD_REFERENCE = (
+    "`--reference {value}`: expected {count} comma-separated numbers, one per objective in order "
+    "({objectives}), e.g. `--reference {example}`."
+)
 BAD_OVERRIDE = "`--set {item}`: expected KEY=VALUE with a dotted key, e.g. `--set finetune.mu=[0,0.01]`."
 BUDGET_RANGE = (
     "`{key}`: budget must be > 0 and at most the model's {total} ReLUs "

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -234,9 +235,77 @@ class DiagnosticsConfig(Section):
         return self
 
 
+# The scalar metrics of a trial record (DESIGN.md's contract) that a search or a Pareto front can
+# optimize; per-group keys (`group_acc/<g>`) depend on the data and are left out.
+OBJECTIVE_METRICS = ("acc", "worst_group_acc", "acc_gap", "drop_gap_pct", "relu_count", "relu_fraction",
+                     "param_dist", "bound_holds_frac")
+Direction = Literal["max", "min"]
+
+
+class SearchParam(Section):
+    """One dimension of a search space: `float` or `int` between low and high (log-uniform with
+    `log: true`), or `categorical` over `choices`."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)  # a grid step within [low, high]; not with log
+    choices: list[Any] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchParam:
+        if self.type == "categorical":
+            if self.choices is None or self.low is not None or self.high is not None:
+                raise ValueError("a categorical parameter takes `choices` (a non-empty list) and no low or high")
+            return self
+        if self.low is None or self.high is None or self.choices is not None:
+            raise ValueError(f"a {self.type} parameter takes `low` and `high` and no choices")
+        if self.low >= self.high:
+            raise ValueError("low must be below high")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-uniform parameter (log: true) needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("`step` and `log` cannot be combined")
+        if self.type == "int" and any(v != int(v) for v in (self.low, self.high, self.step or 1)):
+            raise ValueError("an int parameter takes whole numbers as low, high and step")
+        return self
+
+    def probes(self) -> list[Any]:
+        """Values to check before a search starts: every choice; or low, high and, for a continuous
+        float, a value inside that is no round number (e.g. a float budget above 1 must be whole)."""
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
+        inside = self.low + (self.high - self.low) / math.pi
+        return [self.low, self.high] + ([inside] if self.step is None else [])
+
+
+class SearchConfig(Section):
+    """Optuna search of the Pareto front: `space` maps dotted spec keys to distributions, `objectives`
+    maps metric names to `max` or `min`. Each Optuna trial runs `seeds_per_trial` fairsweep trials
+    (seeds spec.seed, spec.seed + 1, ...) and its objective values are their means."""
+
+    space: dict[str, SearchParam] = Field(min_length=1)
+    objectives: dict[str, Direction] = Field(min_length=1)
+    n_trials: int = Field(default=20, ge=1)  # finished Optuna trials the study should hold
+    seeds_per_trial: int = Field(default=1, ge=1)
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    sampler_seed: int | None = 0  # None: unseeded, not reproducible
+
+
 class SweepConfig(Section):
     grid: dict[str, list[Any]] = Field(default_factory=dict)  # dotted key -> values
+    search: SearchConfig | None = None  # instead of the grid: an Optuna search
     max_concurrent_trials: int | None = Field(default=None, ge=1)
+
+    @property
+    def varied_keys(self) -> list[str]:
+        """The spec keys this sweep varies: the grid's, or the search space's plus `seed`."""
+        if self.search is not None:
+            return [*self.search.space, "seed"]
+        return list(self.grid)
 
 
 class ResourcesConfig(Section):
@@ -280,12 +349,17 @@ class Spec(Section):
     def content_hash(self) -> str:
         """Identity of what the sweep computes (resources and tracking do not change results)."""
         content = self.model_dump(mode="json", exclude={"resources", "tracking"})
+        if content["sweep"]["search"] is None:  # grid sweeps keep the hashes they had before search existed
+            del content["sweep"]["search"]
+        else:  # raising n_trials continues the same search (its Optuna study and MLflow run)
+            del content["sweep"]["search"]["n_trials"]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_values(self, values: dict[str, Any]) -> Spec:
-        """This spec with dotted keys set (a grid point); the grid itself is dropped."""
+        """This spec with dotted keys set (a grid point, a search trial's seed); the grid or search is dropped."""
         raw = self.model_dump(mode="json")
         raw["sweep"]["grid"] = {}
+        raw["sweep"]["search"] = None
         for key, value in values.items():
             _set_dotted(raw, key.split("."), value)
         return Spec.model_validate(raw)
@@ -354,9 +428,17 @@ def validate_spec(raw: dict) -> Spec:
     except ValidationError as exc:
         problems.extend(_paragraphs(exc))
         spec = None
-    grid = (raw.get("sweep") or {}).get("grid") if isinstance(raw.get("sweep"), dict) else None
-    if isinstance(grid, dict):
-        problems.extend(_grid_problems(raw, grid))
+    sweep = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
+    if isinstance(sweep.get("grid"), dict):
+        problems.extend(_grid_problems(raw, sweep["grid"]))
+    search = sweep.get("search")
+    if isinstance(search, dict):
+        if sweep.get("grid"):
+            problems.append(errors.GRID_AND_SEARCH)
+        if isinstance(search.get("space"), dict):
+            problems.extend(_space_problems(raw, search["space"]))
+        if isinstance(search.get("objectives"), dict):
+            problems.extend(objective_problems(search["objectives"], "sweep.search.objectives"))
     if problems:
         raise UserError(list(dict.fromkeys(problems)))
     assert spec is not None
@@ -367,29 +449,67 @@ def _grid_problems(raw: dict, grid: dict) -> list[str]:
     """Check each grid key exists and each of its values is valid in place of the default."""
     problems = []
     for key, values in grid.items():
-        if key == "sweep" or key.startswith("sweep."):
-            problems.append(f"`sweep.grid.{key}`: the grid cannot vary sweep settings.")
-            continue
-        if _field_at(key) is None:
-            parent, _, leaf = key.rpartition(".")
-            valid = _valid_keys(parent)
-            problems.append(errors.UNKNOWN_KEY.format(key=f"sweep.grid.{key}", hint=errors.did_you_mean(
-                leaf, valid), valid=", ".join(valid)))
+        key_problem = _varied_key_problem("grid", key)
+        if key_problem:
+            problems.append(key_problem)
             continue
         if not isinstance(values, list) or not values:
             problems.append(errors.BAD_VALUE.format(key=f"sweep.grid.{key}", reason="expected a non-empty list",
                                                     value=values))
             continue
-        for value in values:
-            trial = copy.deepcopy(raw)
-            trial["sweep"] = {}
-            _set_dotted(trial, key.split("."), value)
-            try:
-                Spec.model_validate(trial)
-            except ValidationError as exc:
-                for err in exc.errors():
-                    if ".".join(str(p) for p in err["loc"]).startswith(key):
-                        problems.append(f"`sweep.grid.{key}` value {value!r}: {_reason(err)}.")
+        problems.extend(_value_problems(raw, f"sweep.grid.{key}", key, values))
+    return problems
+
+
+def _space_problems(raw: dict, space: dict) -> list[str]:
+    """Check each search-space key exists and its probe values (low, high, every choice) are valid."""
+    problems = []
+    for key, param in space.items():
+        key_problem = _varied_key_problem("search.space", key)
+        if key == "seed":
+            key_problem = errors.SEED_IN_SPACE
+        if key_problem:
+            problems.append(key_problem)
+            continue
+        try:
+            probes = SearchParam.model_validate(param).probes()
+        except ValidationError:
+            continue  # reported by the spec's own validation
+        problems.extend(_value_problems(raw, f"sweep.search.space.{key}", key, probes))
+    return problems
+
+
+def objective_problems(metrics, where: str) -> list[str]:
+    """Objectives must be metrics a trial record holds."""
+    return [f"`{where}`: " + errors.unknown_name("objective metric", metric, OBJECTIVE_METRICS)
+            for metric in metrics if metric not in OBJECTIVE_METRICS]
+
+
+def _varied_key_problem(where: str, key: str) -> str | None:
+    """A grid or search-space key must be a spec key outside `sweep`."""
+    if key == "sweep" or key.startswith("sweep."):
+        return f"`sweep.{where}.{key}`: a sweep cannot vary its own settings."
+    if _field_at(key) is None:
+        parent, _, leaf = key.rpartition(".")
+        valid = _valid_keys(parent)
+        return errors.UNKNOWN_KEY.format(key=f"sweep.{where}.{key}", hint=errors.did_you_mean(leaf, valid),
+                                         valid=", ".join(valid))
+    return None
+
+
+def _value_problems(raw: dict, label: str, key: str, values: list[Any]) -> list[str]:
+    """Each value, set at `key` in place of the spec's own, must make a valid spec."""
+    problems = []
+    for value in values:
+        trial = copy.deepcopy(raw)
+        trial["sweep"] = {}
+        _set_dotted(trial, key.split("."), value)
+        try:
+            Spec.model_validate(trial)
+        except ValidationError as exc:
+            for err in exc.errors():
+                if ".".join(str(p) for p in err["loc"]).startswith(key):
+                    problems.append(f"`{label}` value {value!r}: {_reason(err)}.")
     return problems
 
 

@@ -56,11 +56,22 @@ class Tracker:
 
     def find_sweep_run(self, spec) -> str | None:
         """The parent run a previous run of this spec made, if any."""
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and tags.`{SPEC_HASH_TAG}` = '{spec.content_hash()}'",
-            max_results=1, order_by=["attributes.start_time DESC"])
+        return self.latest_sweep_run(f" and tags.`{SPEC_HASH_TAG}` = '{spec.content_hash()}'")
+
+    def latest_sweep_run(self, condition: str = "") -> str | None:
+        """The parent run of the experiment's latest sweep (meeting `condition`, a filter clause), if any."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'{condition}",
+                                        max_results=1, order_by=["attributes.start_time DESC"])
         return found[0].info.run_id if found else None
+
+    def sweep_spec(self, run_id: str) -> dict:
+        """The spec a sweep run was started with, as logged (`spec.json`)."""
+        import os
+
+        import mlflow
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/spec.json")
 
     def sweep_run(self, spec, num_trials: int) -> str:
         """The parent run of this spec: the one a previous run of the same spec made, or a new one."""
@@ -73,6 +84,8 @@ class Tracker:
             ROLE_TAG: "sweep", SPEC_HASH_TAG: spec_hash, "fairsweep.version": __version__})
         params = flatten(spec.model_dump(mode="json", exclude={"sweep"}))
         params.update({f"sweep.grid.{k}": json.dumps(v) for k, v in spec.sweep.grid.items()})
+        if spec.sweep.search is not None:
+            params.update(flatten(spec.sweep.search.model_dump(mode="json"), "sweep.search."))
         params["sweep.num_trials"] = num_trials
         self._log_params(run.info.run_id, params)
         self.client.log_dict(run.info.run_id, spec.model_dump(mode="json"), "spec.json")
@@ -100,6 +113,21 @@ class Tracker:
             else:
                 self.client.delete_run(run.info.run_id)
         return done
+
+    def trial_runs(self, parent_id: str) -> list[dict]:
+        """The finished trial runs of a sweep: {"run_id", "params", "metrics"} each."""
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                                       max_results=50_000)
+        return [{"run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics} for run in runs
+                if run.info.status == "FINISHED" and run.data.tags.get(ROLE_TAG) == "trial"]
+
+    def log_front(self, run_id: str, hypervolume: float, front_csv: str, summary: dict, plot) -> None:
+        """A sweep's Pareto front on its parent run: the hypervolume (a metric), the front (CSV), its
+        objectives and reference point (JSON) and the plot, under `pareto/`."""
+        self.client.log_metric(run_id, "pareto_hypervolume", _finite_or_nan(hypervolume))
+        self.client.log_text(run_id, front_csv, "pareto/front.csv")
+        self.client.log_dict(run_id, summary, "pareto/front.json")
+        self.client.log_artifact(run_id, str(plot), "pareto")
 
     def log_trial(self, parent_id: str, record: dict, curves: dict[str, list[float]], model=None) -> str:
         """A child run with the trial's params, metrics, curves (metric histories) and model."""
@@ -147,6 +175,12 @@ class Tracker:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start:start + 100])
+
+
+def experiment_names(uri: str) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    return [exp.name for exp in MlflowClient(uri).search_experiments()]
 
 
 def group_size_metrics(group_sizes: dict[str, dict[str, int]]) -> dict[str, int]:

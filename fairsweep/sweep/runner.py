@@ -101,7 +101,8 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
             inputs[data_key] = (tuple(splits.train.x.shape[1:]), len(splits.train.class_names))
         if summaries[data_key] is None:
             continue
-        key = "sweep.grid.linearize.budget" if "linearize.budget" in trial.values else "linearize.budget"
+        varied = "sweep.search.space" if plan.spec.sweep.search is not None else "sweep.grid"
+        key = f"{varied}.linearize.budget" if "linearize.budget" in trial.values else "linearize.budget"
         problems.extend(model_problems(spec, *inputs[data_key], key, counts))
     if problems:
         raise UserError(list(dict.fromkeys(problems)))
@@ -171,6 +172,11 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
     started = time.time()
     storage = Path(storage).expanduser().resolve()
     plan = make_plan(spec)
+    checked = plan
+    if spec.sweep.search is not None:  # trials come from the study as it runs; check its probe values now
+        from fairsweep.sweep.search import probe_plan
+
+        plan, checked = Plan(spec, []), probe_plan(spec)
     address = address or spec.resources.address
     if address:  # fail fast on an unreachable cluster, before any work
         _connect_ray(address)
@@ -178,9 +184,10 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
         if address:
             import ray
 
-            data = check_plan(plan, ray.cluster_resources(), where=f"the Ray cluster at {address}", storage=storage)
+            data = check_plan(checked, ray.cluster_resources(), where=f"the Ray cluster at {address}",
+                              storage=storage)
         else:
-            data = check_plan(plan, local_resources(), storage=storage)
+            data = check_plan(checked, local_resources(), storage=storage)
         if console is not None:
             for summary in data:
                 console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
@@ -218,7 +225,9 @@ def _connect_ray(address: str | None) -> None:
         except Exception as exc:  # ConnectionError, or Ray's own when no cluster answers
             raise UserError(errors.NO_RAY_CLUSTER.format(address=address, reason=_one_line(exc))) from None
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
+        # "local": a Ray of our own; without it, ray.init() joins the cluster that `ray start` last started
+        # on this machine (found in /tmp/ray/ray_current_cluster), e.g. someone else's
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False, _node_ip_address="127.0.0.1")
 
 
@@ -239,11 +248,13 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
     from fairsweep.sweep.progress import Progress
     from fairsweep.tracking import Tracker
 
+    search = spec.sweep.search
     tracker = Tracker(spec.tracking.uri, spec.experiment)
-    parent = tracker.sweep_run(spec, len(plan.trials))
+    parent = tracker.sweep_run(spec, len(plan.trials) if search is None else search.n_trials * search.seeds_per_trial)
     done = tracker.finished_trials(parent)
     outcome = SweepOutcome(plan, records={}, trained={k: 0 for k in STAGE_KINDS}, parent_run_id=parent)
     by_id = {t.id: t for t in plan.trials}
+    pending: list[Trial] = []  # the trials handed to Tune (a search's, as its searcher hands them out)
 
     def finish(trial_id: str) -> None:
         record = _read_record(storage, trial_id)
@@ -260,15 +271,22 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
                 return
         outcome.records[trial_id] = record
 
-    pending = []
-    for trial in plan.trials:
-        finish(trial.id)  # a trial finished earlier; logged now if its driver died before logging it
+    def reuse(trial: Trial) -> dict | None:
+        """The record of a trial finished earlier (logged now if its driver died before logging it), or
+        None if the trial is to run."""
+        finish(trial.id)
         if trial.id in outcome.records:
             outcome.skipped += 1
-        elif trial.name not in outcome.failed:
-            pending.append(trial)
+            if progress is not None:
+                progress.trial_skipped()
+            return outcome.records[trial.id]
+        return None
 
-    progress = Progress(len(plan.trials), already_done=outcome.skipped, console=console)
+    def register(trial: Trial) -> None:
+        """A search trial joins the plan (the grid's are in it from the start)."""
+        if trial.id not in by_id:
+            by_id[trial.id] = trial
+            plan.trials.append(trial)
 
     def on_done(trial_id: str) -> None:
         finish(trial_id)
@@ -276,10 +294,25 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
         if record is not None:
             for kind, trained in record["trained"].items():
                 outcome.trained[kind] += int(trained)
-            progress.trial_done(record["name"], record["metrics"])
+            progress.trial_done(record["name"], record["metrics"], record["trained"])
 
-    if pending:
-        failures = _run_with_tune(spec, pending, storage, on_done, progress)
+    progress = None
+    searcher = None
+    if search is None:
+        pending = [t for t in plan.trials if reuse(t) is None and t.name not in outcome.failed]
+        progress = Progress(len(plan.trials), already_done=outcome.skipped, console=console)
+    else:
+        from fairsweep.sweep.search import StudySearcher, open_study
+
+        searcher = StudySearcher(open_study(spec, storage), spec, register, reuse,
+                                 lambda trial_id: _read_record(storage, trial_id))
+        searcher.adopt_finished()
+        pending = searcher.handed_out
+        progress = Progress(searcher.total_trials, already_done=outcome.skipped, console=console,
+                            objectives=search.objectives)
+
+    if pending or (searcher is not None and searcher.has_work):
+        failures = _run_with_tune(spec, storage, on_done, progress, by_id, pending=pending, searcher=searcher)
         for trial_id, error in failures.items():
             outcome.failed[by_id[trial_id].name if trial_id in by_id else trial_id] = error
         for trial in pending:  # a completion the callback missed is still logged
@@ -301,8 +334,10 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
     return outcome
 
 
-def _run_with_tune(spec: Spec, pending: list[Trial], storage: Path, on_done, progress) -> dict[str, str]:
-    """Schedule `pending` as Ray Tune trials (one trainable call per trial); returns failures by trial id."""
+def _run_with_tune(spec: Spec, storage: Path, on_done, progress, by_id: dict[str, Trial],
+                   pending: list[Trial], searcher=None) -> dict[str, str]:
+    """Schedule trials with Ray Tune (one trainable call per trial): `pending`, the grid's, or those the
+    search's `searcher` hands out as it goes. Returns failures by trial id."""
     _ray_environment()
     import ray
     from ray import tune
@@ -311,27 +346,37 @@ def _run_with_tune(spec: Spec, pending: list[Trial], storage: Path, on_done, pro
     if started_here:
         _connect_ray(None)
     try:
-        trials = {t.id: {"spec": t.spec.model_dump(mode="json"), "values": t.values} for t in pending}
         res = spec.resources
+        if searcher is None:
+            grid = {t.id: {"spec": t.spec.model_dump(mode="json"), "values": t.values} for t in pending}
+            parameters = {"trials": grid}
+            param_space = {"trial_id": tune.grid_search([t.id for t in pending])}
+            tune_config = tune.TuneConfig(max_concurrent_trials=spec.sweep.max_concurrent_trials, reuse_actors=True)
+        else:
+            parameters = {"search_spec": spec.model_dump(mode="json")}
+            param_space = {}
+            tune_config = tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True,
+                                          max_concurrent_trials=spec.sweep.max_concurrent_trials)
         trainable = tune.with_resources(
-            tune.with_parameters(tune_trial, trials=trials, storage=str(storage), device=res.device,
-                                 threads=max(1, int(res.cpus_per_trial)), data_env=os.environ.get(DATA_ENV)),
+            tune.with_parameters(tune_trial, storage=str(storage), device=res.device,
+                                 threads=max(1, int(res.cpus_per_trial)), data_env=os.environ.get(DATA_ENV),
+                                 **parameters),
             {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial_id": tune.grid_search([t.id for t in pending])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=spec.sweep.max_concurrent_trials, reuse_actors=True),
+            param_space=param_space,
+            tune_config=tune_config,
             run_config=tune.RunConfig(
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(storage / "tune"),
                 failure_config=tune.FailureConfig(max_failures=res.max_failures),
-                callbacks=[_driver_callback(on_done, progress, {t.id: t.name for t in pending})],
+                callbacks=[_driver_callback(on_done, progress, by_id)],
                 verbose=0,
             ),
         )
-        grid = tuner.fit()
+        results = tuner.fit()
         failures = {}
-        for result in grid:
+        for result in results:
             if result.error is not None:
                 # a trial that failed before its trainable started has no config in its result
                 trial_id = (result.config or {}).get("trial_id")
@@ -342,7 +387,7 @@ def _run_with_tune(spec: Spec, pending: list[Trial], storage: Path, on_done, pro
             ray.shutdown()
 
 
-def _driver_callback(on_done, progress, names: dict[str, str]):
+def _driver_callback(on_done, progress, by_id: dict[str, Trial]):
     """A Tune callback in the driver: logs each finished trial to MLflow at once, updates progress."""
     from ray import tune
 
@@ -354,7 +399,7 @@ def _driver_callback(on_done, progress, names: dict[str, str]):
             on_done(trial.config["trial_id"])
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            progress.trial_failed(names[trial.config["trial_id"]])
+            progress.trial_failed(by_id[trial.config["trial_id"]].name)
 
         def __reduce__(self):  # Tune pickles its run config; the driver-side state stays behind
             return (tune.Callback, ())
@@ -362,12 +407,13 @@ def _driver_callback(on_done, progress, names: dict[str, str]):
     return DriverCallback()
 
 
-def tune_trial(config: dict, *, trials: dict[str, dict], storage: str, device: str, threads: int,
-               data_env: str | None = None) -> None:
+def tune_trial(config: dict, *, storage: str, device: str, threads: int, data_env: str | None = None,
+               trials: dict[str, dict] | None = None, search_spec: dict | None = None) -> None:
     """The Ray Tune trainable: one trial, its stages through the shared store.
 
-    Its data comes decoded from the cache under `storage`; `data_env` is the driver's
-    $FAIRSWEEP_DATA, for workers started without it (a worker's own setting wins)."""
+    A grid trial is looked up in `trials` by its id; a search trial is the search's spec with the
+    config's values set. Its data comes decoded from the cache under `storage`; `data_env` is the
+    driver's $FAIRSWEEP_DATA, for workers started without it (a worker's own setting wins)."""
     import torch
     from ray import tune
 
@@ -377,8 +423,12 @@ def tune_trial(config: dict, *, trials: dict[str, dict], storage: str, device: s
     if data_env:
         os.environ.setdefault(DATA_ENV, data_env)
     torch.set_num_threads(threads)
-    entry = trials[config["trial_id"]]
-    trial = Trial(Spec.model_validate(entry["spec"]), entry["values"])
+    if trials is not None:
+        entry = trials[config["trial_id"]]
+        trial = Trial(Spec.model_validate(entry["spec"]), entry["values"])
+    else:
+        trial = Trial(Spec.model_validate(search_spec).with_values(config["values"]), config["values"])
+    assert trial.id == config["trial_id"], "the worker's trial differs from the driver's"
     record = run_trial(trial, StageStore(storage), device)
     report = {k: v for k, v in record["metrics"].items() if isinstance(v, float) and math.isfinite(v)}
     report.update({f"trained_{k}": int(v) for k, v in record["trained"].items()})
@@ -460,7 +510,7 @@ def results_table(outcome: SweepOutcome):
         rows.append(row)
     frame = pd.DataFrame(rows)
     metrics = [m for m in TABLE_METRICS if frame[m].notna().any()]
-    keys = [k for k in outcome.plan.spec.sweep.grid if k != "seed"]
+    keys = [k for k in outcome.plan.spec.sweep.varied_keys if k != "seed"]
     if not keys:
         frame["all"] = "all"
         keys = ["all"]

@@ -1,0 +1,205 @@
+"""Optuna search of the Pareto front, scheduled by Ray Tune.
+
+The driver owns the Optuna study and drives it by ask and tell from a Ray Tune `Searcher`: each
+Optuna trial (a point of `sweep.search.space`) becomes `seeds_per_trial` ordinary fairsweep trials,
+which Tune runs like grid trials (same trainable, stage store, MLflow logging); when the last seed of
+an Optuna trial finishes, the study is told the seed means of the objectives.
+
+The study lives in `<storage>/optuna.db` (SQLite, openable by `optuna-dashboard`), named after the
+spec's content hash. Only the driver writes to it, so trials running in parallel never contend for it.
+Re-running the same command continues the study: it asks only for the trials still missing from
+`n_trials` finished ones, takes over the trials a killed driver left running (their seeds come from
+the stage store and the trial records, nothing is trained again), and new seeds of a configuration
+already evaluated are reused from the store as well.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from fairsweep.spec import SearchConfig, SearchParam, Spec
+from fairsweep.sweep.plan import Plan, Trial
+
+STUDY_FILE = "optuna.db"
+OPTUNA_DIRECTIONS = {"max": "maximize", "min": "minimize"}
+TRIAL_IDS_ATTR = "fairsweep_trial_ids"  # on each Optuna trial: its seeds' fairsweep trial ids
+
+
+def study_url(storage: Path) -> str:
+    return f"sqlite:///{Path(storage).expanduser().resolve() / STUDY_FILE}"
+
+
+def study_name(spec: Spec) -> str:
+    return f"{spec.name}-{spec.content_hash()}"
+
+
+def seed_trials(spec: Spec, params: dict[str, Any]) -> list[Trial]:
+    """The fairsweep trials of one point of the search space: one per seed."""
+    search = _search(spec)
+    seeds = range(spec.seed, spec.seed + search.seeds_per_trial)
+    return [Trial(spec.with_values({**params, "seed": seed}), {**params, "seed": seed}) for seed in seeds]
+
+
+def probe_plan(spec: Spec) -> Plan:
+    """Trials at the probe values of each dimension (low, high, every choice), for the pre-flight checks."""
+    points = [{key: value} for key, param in _search(spec).space.items() for value in param.probes()]
+    return Plan(spec, [Trial(spec.with_values(p), p) for p in points])
+
+
+def open_study(spec: Spec, storage: Path):
+    """The spec's study in the storage's SQLite database, created on first use."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = _search(spec)
+    Path(storage).mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(storage=study_url(storage), study_name=study_name(spec), load_if_exists=True,
+                                directions=[OPTUNA_DIRECTIONS[d] for d in search.objectives.values()])
+    # Seeded by how many trials the study already holds, so a resumed study does not draw the same
+    # points again, and the same command on the same study state asks the same points.
+    study.sampler = make_sampler(search, offset=len(study.get_trials(deepcopy=False)))
+    return study
+
+
+def make_sampler(search: SearchConfig, offset: int = 0):
+    import optuna
+
+    seed = None if search.sampler_seed is None else search.sampler_seed + offset
+    samplers = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+                "random": optuna.samplers.RandomSampler}
+    return samplers[search.sampler](seed=seed)
+
+
+def distribution(param: SearchParam):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if param.type == "categorical":
+        return CategoricalDistribution(param.choices)
+    if param.type == "int":
+        return IntDistribution(int(param.low), int(param.high), log=param.log, step=int(param.step or 1))
+    return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+
+
+def objective_values(records: list[dict], objectives: dict[str, str]) -> list[float] | None:
+    """The seed means of the objectives, or None if one is not a finite number."""
+    values = [sum(r["metrics"].get(m, math.nan) for r in records) / len(records) for m in objectives]
+    return values if all(math.isfinite(v) for v in values) else None
+
+
+@dataclass
+class _OpenTrial:
+    """An Optuna trial waiting for its seeds: fairsweep trial id -> record (None: it failed)."""
+
+    trial_ids: list[str]
+    records: dict[str, dict | None] = field(default_factory=dict)
+
+
+class StudySearcher(Searcher):
+    """A Ray Tune searcher that asks the Optuna study for points and tells it their seed means.
+
+    `register(trial)` is called for each fairsweep trial of the search before anything else;
+    `reuse(trial)` returns the record of a trial finished earlier (logging it if needed) or None;
+    `read_record(trial_id)` reads a dispatched trial's record once Tune reports it complete.
+    """
+
+    def __init__(self, study, spec: Spec, register: Callable[[Trial], None],
+                 reuse: Callable[[Trial], dict | None], read_record: Callable[[str], dict | None]):
+        import optuna
+
+        super().__init__()
+        self.study, self.spec = study, spec
+        self.search = _search(spec)
+        self.register, self.reuse, self.read_record = register, reuse, read_record
+        self.distributions = {key: distribution(p) for key, p in self.search.space.items()}
+        trials = study.get_trials(deepcopy=False)
+        self.finished = [t.params for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        # a driver killed mid-search leaves its trials RUNNING: take them over
+        self.to_resume = [(t.number, t.params) for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        self.to_ask = max(0, self.search.n_trials - len(self.finished) - len(self.to_resume))
+        optuna_trials = len(self.finished) + len(self.to_resume) + self.to_ask
+        self.total_trials = optuna_trials * self.search.seeds_per_trial  # fairsweep trials, earlier ones included
+        self.queue: deque[tuple[int, Trial]] = deque()  # seeds waiting for Tune
+        self.open: dict[int, _OpenTrial] = {}  # Optuna trial number -> its seeds' results
+        self.dispatched: dict[str, tuple[int, str]] = {}  # Tune trial id -> (Optuna number, fairsweep id)
+        self.handed_out: list[Trial] = []  # every fairsweep trial given to Tune
+
+    @property
+    def has_work(self) -> bool:
+        """Whether any Optuna trial is left to ask or to take over."""
+        return bool(self.to_ask or self.to_resume)
+
+    def adopt_finished(self) -> None:
+        """Bring the seeds of the study's finished trials into this run's results (none runs again)."""
+        for params in self.finished:
+            for trial in seed_trials(self.spec, params):
+                self.register(trial)
+                self.reuse(trial)
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        while not self.queue and (self.to_resume or self.to_ask):
+            if self.to_resume:
+                self._open(*self.to_resume.pop(0))
+            else:
+                self.to_ask -= 1
+                asked = self.study.ask(self.distributions)
+                asked.set_user_attr(TRIAL_IDS_ATTR, [t.id for t in seed_trials(self.spec, asked.params)])
+                self._open(asked.number, asked.params)
+        if not self.queue:
+            return Searcher.FINISHED if not self.open else None  # None: wait for running seeds
+        number, trial = self.queue.popleft()
+        self.dispatched[trial_id] = (number, trial.id)
+        self.handed_out.append(trial)
+        return {"trial_id": trial.id, "values": trial.values}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number, fairsweep_id = self.dispatched.pop(trial_id)
+        self.open[number].records[fairsweep_id] = None if error else self.read_record(fairsweep_id)
+        self._tell_if_complete(number)
+
+    def __reduce__(self):  # Tune pickles its state; the study and the driver's callbacks stay behind
+        return (Searcher, ())
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study's storage is the search's state, and resuming reads it."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """See `save`."""
+
+    def _open(self, number: int, params: dict[str, Any]) -> None:
+        trials = seed_trials(self.spec, params)
+        self.open[number] = _OpenTrial([t.id for t in trials])
+        for trial in trials:
+            self.register(trial)
+            record = self.reuse(trial)
+            if record is not None:
+                self.open[number].records[trial.id] = record
+            else:
+                self.queue.append((number, trial))
+        self._tell_if_complete(number)
+
+    def _tell_if_complete(self, number: int) -> None:
+        import optuna
+
+        entry = self.open[number]
+        if len(entry.records) < len(entry.trial_ids):
+            return
+        del self.open[number]
+        records = list(entry.records.values())
+        values = None if None in records else objective_values(records, self.search.objectives)
+        if values is None:
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+        else:
+            self.study.tell(number, values)
+
+
+def _search(spec: Spec) -> SearchConfig:
+    if spec.sweep.search is None:
+        raise ValueError(f"spec {spec.name} has no sweep.search")
+    return spec.sweep.search
