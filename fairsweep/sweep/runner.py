@@ -31,6 +31,7 @@ class SweepOutcome:
     records: dict[str, dict]  # trial id -> record, for every finished trial of the plan
     failed: dict[str, str] = field(default_factory=dict)  # trial name -> error
     trained: dict[str, int] = field(default_factory=dict)  # stages trained by this invocation, by kind
+    lock_wait: float = 0.0  # seconds this invocation's trials waited for stages other trials were training
     skipped: int = 0  # trials already finished before this invocation
     parent_run_id: str = ""
     seconds: float = 0.0
@@ -178,7 +179,8 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
         if address:
             import ray
 
-            data = check_plan(plan, ray.cluster_resources(), where=f"the Ray cluster at {address}", storage=storage)
+            data = check_plan(plan, largest_node(), where=f"the largest node of the Ray cluster at {address}",
+                              storage=storage)
         else:
             data = check_plan(plan, local_resources(), storage=storage)
         if console is not None:
@@ -190,6 +192,15 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
             import ray
 
             ray.shutdown()
+
+
+def largest_node() -> dict[str, float]:
+    """The most CPUs and the most GPUs any one alive node of the connected Ray cluster has: a trial runs on
+    one node, so the cluster's totals could promise what no node can give."""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    return {key: max((n.get(key, 0.0) for n in nodes), default=0.0) for key in ("CPU", "GPU")}
 
 
 def _ray_environment() -> None:
@@ -276,6 +287,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
         if record is not None:
             for kind, trained in record["trained"].items():
                 outcome.trained[kind] += int(trained)
+            outcome.lock_wait += sum(record["lock_wait_s"].values())
             progress.trial_done(record["name"], record["metrics"])
 
     if pending:
@@ -293,7 +305,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
     outcome.seconds = time.time() - started
     table = results_table(outcome)
     summary = {"trials_finished": len(outcome.records), "trials_failed": len(outcome.failed),
-               "wall_seconds": outcome.seconds}
+               "wall_seconds": outcome.seconds, "lock_wait_seconds": outcome.lock_wait}
     summary.update({f"stages_trained/{k}": v for k, v in outcome.trained.items()})
     tracker.finish_sweep(parent, table.to_csv(index=False) if table is not None else "", summary,
                          failed=bool(outcome.failed))
@@ -367,6 +379,7 @@ def tune_trial(config: dict, *, trials: dict[str, dict], storage: str, device: s
 
     Its data comes decoded from the cache under `storage`; `data_env` is the driver's
     $FAIRSWEEP_DATA, for workers started without it (a worker's own setting wins)."""
+    import ray
     import torch
     from ray import tune
 
@@ -378,7 +391,7 @@ def tune_trial(config: dict, *, trials: dict[str, dict], storage: str, device: s
     torch.set_num_threads(threads)
     entry = trials[config["trial_id"]]
     trial = Trial(Spec.model_validate(entry["spec"]), entry["values"])
-    record = run_trial(trial, StageStore(storage), device)
+    record = run_trial(trial, StageStore(storage), device, node=ray.get_runtime_context().get_node_id())
     report = {k: v for k, v in record["metrics"].items() if isinstance(v, float) and math.isfinite(v)}
     report.update({f"trained_{k}": int(v) for k, v in record["trained"].items()})
     tune.report(report)
