@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,7 +292,13 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
             progress.trial_done(record["name"], record["metrics"])
 
     if pending:
-        failures = _run_with_tune(spec, pending, storage, on_done, progress)
+        # Tune waits for its callbacks before it starts the next trial: log on a thread of its own instead
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairsweep-logging") as logging_thread:
+            logged = []
+            failures = _run_with_tune(spec, pending, storage,
+                                      lambda trial_id: logged.append(logging_thread.submit(on_done, trial_id)), progress)
+        for future in logged:  # every finished trial is logged by now; an error in logging one is raised here
+            future.result()
         for trial_id, error in failures.items():
             outcome.failed[by_id[trial_id].name if trial_id in by_id else trial_id] = error
         for trial in pending:  # a completion the callback missed is still logged
