@@ -11,19 +11,15 @@ on a quiet machine: other work on the same cores lowers the figure (the load ave
 
 from __future__ import annotations
 
-import argparse
 
 from fairsweep.sweep.runner import run_sweep
 from sweep_setup import (QUIET, create_tracking_db, fresh_storage, load_average, small_spec, start_local_ray,
-                         with_tracking)
+                         sweep_arguments, with_tracking)
 from timing import interleaved_medians
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args()
+    args = sweep_arguments(__doc__)
     overrides = ["seed=[0,1]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0]", "resources.cpus_per_trial=1",
                  *args.overrides]
     specs = {n: small_spec([*overrides, f"sweep.max_concurrent_trials={n}"]) for n in (1, 2)}

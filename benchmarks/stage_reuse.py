@@ -10,22 +10,18 @@ without reuse, the wall time of each and the saving, all measured in this run.
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 
 from fairsweep.sweep.plan import STAGE_KINDS, make_plan
 from fairsweep.sweep.store import StageStore
 from fairsweep.sweep.trial import run_trial
-from sweep_setup import fresh_storage, load_average, small_spec
+from sweep_setup import fresh_storage, load_average, small_spec, sweep_arguments
 from timing import interleaved_medians
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args()
+    args = sweep_arguments(__doc__)
     spec = small_spec(["seed=[0]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0,0.005,0.01]",
                        "diagnostics.hessian=false", "diagnostics.bound=false", *args.overrides])
     plan = make_plan(spec)

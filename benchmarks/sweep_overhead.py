@@ -14,7 +14,6 @@ over repeats (interleaved, after a warm-up round) and the ratio, measured in thi
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -24,15 +23,12 @@ from fairsweep.sweep.runner import run_sweep
 from fairsweep.sweep.store import StageStore
 from fairsweep.sweep.trial import run_trial
 from sweep_setup import (QUIET, create_tracking_db, fresh_storage, load_average, small_spec, start_local_ray,
-                         with_tracking)
+                         sweep_arguments, with_tracking)
 from timing import interleaved_medians
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args()
+    args = sweep_arguments(__doc__)
     spec = small_spec(["seed=[0]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0,0.01]",
                        "sweep.max_concurrent_trials=1", "resources.cpus_per_trial=1", *args.overrides])
     plan = make_plan(spec)

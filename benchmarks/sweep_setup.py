@@ -3,6 +3,7 @@ started once (outside the timings), the machine's load."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import tempfile
@@ -15,6 +16,14 @@ from fairsweep.spec import Spec, load_spec
 
 MU_ABLATION = Path(__file__).resolve().parents[1] / "sweeps" / "mu_ablation.yaml"
 QUIET = Console(file=io.StringIO())  # the sweep's progress and tables are not what is measured
+
+
+def sweep_arguments(doc: str) -> argparse.Namespace:
+    """What every sweep benchmark takes: `--repeats` and `--set KEY=VALUE` (spec overrides, repeatable)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    return parser.parse_args()
 
 
 def small_spec(overrides: list[str]) -> Spec:
