@@ -25,9 +25,13 @@ def fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, gen
     optimizer = make_optimizer(model.parameters(), cfg)
     history: list[dict] = []
     best = {"val_acc": -1.0, "state": None}
+
+    def restore(saved: dict) -> None:
+        history.extend(saved["history"])
+        best.update(saved["best"])
+
     if checkpoint is not None:
-        checkpoint.carry("fit", lambda: {"history": history, "best": best},
-                         lambda saved: (history.extend(saved["history"]), best.update(saved["best"])))
+        checkpoint.carry("fit", lambda: {"history": history, "best": best}, restore)
 
     def on_epoch(summary: EpochSummary) -> None:
         record = {"epoch": summary.epoch, "loss": summary.loss, "val_acc": evaluate(model, splits.val).overall}
