@@ -4,8 +4,10 @@ started once (outside the timings), the machine's load."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -34,8 +36,10 @@ def small_spec(overrides: list[str]) -> Spec:
 
 
 def fresh_storage(tag: str) -> Path:
-    """An empty directory for one run's stage store and MLflow database."""
-    return Path(tempfile.mkdtemp(prefix=f"fairsweep-bench-{tag}-"))
+    """An empty directory for one run's stage store (or MLflow database), removed when the benchmark exits."""
+    path = Path(tempfile.mkdtemp(prefix=f"fairsweep-bench-{tag}-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def with_tracking(spec: Spec, uri: str) -> Spec:
