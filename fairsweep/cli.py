@@ -249,7 +249,9 @@ def _print_outcome(spec, outcome) -> None:
     trained = ", ".join(f"{k} {outcome.trained[k]}/{unique[k]}" for k in outcome.trained)
     console.print(f"{len(outcome.records)}/{len(outcome.plan.trials)} trials finished "
                   f"({outcome.skipped} from earlier runs) in {outcome.seconds:.0f}s; "
-                  f"stages trained now (of unique): {trained}", highlight=False)
+                  f"stages trained now (of unique): {trained}; "
+                  f"trials waited {outcome.lock_wait:.1f}s in all for stages other trials were training",
+                  highlight=False)
     if outcome.failed:
         console.print(f"[bold red]{len(outcome.failed)} trial(s) failed:[/]")
         for name, error in outcome.failed.items():

@@ -313,6 +313,8 @@ class ResourcesConfig(Section):
     gpus_per_trial: float = Field(default=0.0, ge=0)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     max_failures: int = Field(default=1, ge=0)  # Ray Tune retries of a failed trial
+    # epochs between a training stage's checkpoints (a retried trial resumes the stage from the last); 0: none
+    checkpoint_every: int = Field(default=1, ge=0)
     address: str | None = None  # an existing Ray cluster; None starts a local one
 
     @model_validator(mode="after")

@@ -1,11 +1,14 @@
 """`fairsweep run` end to end on a reduced mu_ablation (1 seed, 2 budgets, 2 µ): Ray Tune schedules,
 MLflow records, a re-run resumes without training anything, a failing trial gives exit status 1."""
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import torch
 import yaml
 
 from conftest import MU_ABLATION, ROOT, TINY_OVERRIDES
+from ray_nodes import kill_session, start_node
 from fairsweep.data import load_splits
 from fairsweep.spec import load_spec
 
@@ -165,51 +169,58 @@ def test_another_sweep_sharing_storage_reuses_trials_and_names_them_its_way(swep
 
 
 @pytest.fixture
-def ray_cluster(tmp_path):
-    """A real Ray cluster started by `ray start --head` (as a user would), on a port of its own."""
-    ray_cli = Path(sys.executable).with_name("ray")
-    started = subprocess.run([str(ray_cli), "start", "--head", "--port", "6391", "--num-cpus", "2",
-                              "--node-ip-address", "127.0.0.1", "--include-dashboard=false"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=180)
-    assert started.returncode == 0, started.stdout + started.stderr
+def two_nodes():
+    """A real two-node Ray cluster on this machine, started with `ray start` as a user would: a head with
+    1 CPU and a worker node with 1 CPU and a resource of its own, on ports of their own; yields the
+    head's address and the worker node's session (to kill it)."""
+    temp = Path(tempfile.mkdtemp(prefix="fsray"))  # short: Ray's socket paths live under it
+    head = start_node(6480, temp, num_cpus=1)
     try:
-        yield "127.0.0.1:6391"
+        worker = start_node(6450, temp, num_cpus=1, head="127.0.0.1:6480", resources='{"worker_node": 1}')
+        try:
+            yield "127.0.0.1:6480", worker
+        finally:
+            kill_session(worker)
     finally:
-        subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, timeout=180)
+        kill_session(head)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_address_runs_the_trials_on_an_existing_cluster(tmp_path, ray_cluster):
-    result = run_cli(tmp_path, "linearize.budget=[0.1]", "--address", ray_cluster)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "2/2 trials finished (0 from earlier runs)" in result.stdout
+def test_resources_no_node_has_are_an_error_at_once(tmp_path, two_nodes):
+    # the cluster has 2 CPUs in all, but no node has 2: a trial could never be placed
+    result = run_cli(tmp_path, "resources.cpus_per_trial=2", "resources.gpus_per_trial=1", "--address", two_nodes[0])
+    assert result.returncode == 2, result.stdout + result.stderr
+    text = " ".join(result.stderr.split())
+    assert ("`resources.cpus_per_trial` is 2.0 but the largest node of the Ray cluster at 127.0.0.1:6480 has 1 CPUs"
+            in text)
+    assert "`resources.gpus_per_trial` is 1.0 but the largest node of the Ray cluster" in text and "has 0 GPUs" in text
 
 
-def kill_session(sid: int, timeout: float = 60) -> None:
-    """SIGKILL every process of session `sid` until none is left (Ray workers have process groups
-    of their own, so killing the driver's group is not enough)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        members = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if os.getsid(int(entry.name)) == sid and not _is_zombie(entry):
-                        members.append(int(entry.name))
-                except (ProcessLookupError, PermissionError, FileNotFoundError):
-                    pass
-        if not members:
-            return
-        for pid in members:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
-    raise AssertionError(f"processes of session {sid} outlived SIGKILL")
+def test_trials_run_on_both_nodes_and_the_sweep_survives_losing_one(tmp_path, two_nodes):
+    address, worker = two_nodes
+    args = [sys.executable, "-m", "fairsweep", "run", str(MU_ABLATION), "--storage", "runs", "--address", address]
+    for item in [*TINY_OVERRIDES, "finetune.mu=[0,0.005,0.01]", "resources.max_failures=3"]:
+        args += ["--set", item]
+    driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        nodes = set()
+        while len(nodes) < 2 and driver.poll() is None:  # kill the worker node once both have finished a trial
+            nodes = {r["worker"]["node"] for r in records(tmp_path)}
+            time.sleep(0.2)
+        done_when_killed = len(records(tmp_path))
+        kill_session(worker)
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        kill_session(driver.pid)
+    assert driver.returncode == 0, out
+    assert len(nodes) == 2 and done_when_killed < 6
+    assert "6/6 trials finished (0 from earlier runs)" in out
+    assert len(records(tmp_path)) == 6
 
 
-def _is_zombie(proc: Path) -> bool:
-    return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+def records(tmp_path):
+    return [json.loads(p.read_text()) for p in (tmp_path / "runs" / "trials").glob("*.json")]
 
 
 def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path):

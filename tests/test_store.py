@@ -65,3 +65,39 @@ def test_exactly_one_of_many_processes_trains_a_missing_stage(tmp_path, tiny_raw
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     assert counter.value == 1
+
+
+def _hold_the_lock(root, raw, holding):
+    def build():
+        holding.set()
+        time.sleep(600)  # a trainer that hangs until killed
+
+    StageStore(root).get_or_build(_stage(raw), build)
+
+
+def _take_over(root, raw, counter, results):
+    def build():
+        with counter.get_lock():
+            counter.value += 1
+        return {"w": torch.zeros(1)}, {"by": "taker"}
+
+    out = StageStore(root).get_or_build(_stage(raw), build)
+    results.put((out.trained, out.waited, out.result))
+
+
+def test_a_trainer_killed_while_holding_the_lock_is_taken_over_by_a_waiting_trial(tmp_path, tiny_raw):
+    ctx = mp.get_context("spawn")
+    holding, counter, results = ctx.Event(), ctx.Value("i", 0), ctx.Queue()
+    trainer = ctx.Process(target=_hold_the_lock, args=(tmp_path, tiny_raw, holding))
+    trainer.start()
+    assert holding.wait(120)
+    waiter = ctx.Process(target=_take_over, args=(tmp_path, tiny_raw, counter, results))
+    waiter.start()
+    time.sleep(1.0)  # the waiter blocks on the lock meanwhile
+    assert waiter.is_alive() and counter.value == 0
+    trainer.kill()  # SIGKILL: the kernel releases its lock
+    trainer.join(60)
+    trained, waited, result = results.get(timeout=120)
+    waiter.join(60)
+    assert trained and result == {"by": "taker"} and counter.value == 1 and waited > 0
+    assert StageStore(tmp_path).load(_stage(tiny_raw)).result == {"by": "taker"}

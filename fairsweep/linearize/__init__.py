@@ -58,7 +58,7 @@ class Linearized:
     selected: dict = field(default_factory=dict)  # what the method chose, for the trial record and MLflow params
 
 
-# fn(base, splits, spec: Spec, budget: int, generator) -> Linearized
+# fn(base, splits, spec: Spec, budget: int, generator, checkpoint: EpochCheckpoint | None) -> Linearized
 Linearizer = Callable[..., Linearized]
 LINEARIZERS: Registry[Linearizer] = Registry("linearization method")
 

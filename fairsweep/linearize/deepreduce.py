@@ -21,6 +21,7 @@ from torch import nn
 from fairsweep.data import Splits
 from fairsweep.linearize import Linearized, count_relus, register_linearizer
 from fairsweep.models import create_model, default_width, input_problem, relu_sites, stage_of
+from fairsweep.train.checkpoint import EpochCheckpoint
 from fairsweep.train.losses import kd_per_sample
 
 
@@ -101,7 +102,8 @@ def build_configured(arch: str, num_classes: int, input_shape: tuple[int, ...], 
 
 
 @register_linearizer("deepreduce")
-def deepreduce(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Generator) -> Linearized:
+def deepreduce(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Generator,
+               checkpoint: EpochCheckpoint | None = None) -> Linearized:
     from fairsweep.train.stages import fit  # the stage recipes import this registry: import at call time
 
     cfg = spec.linearize.deepreduce
@@ -122,6 +124,6 @@ def deepreduce(base: nn.Module, splits: Splits, spec, budget: int, generator: to
         per_sample = 0.5 * kd_per_sample(m(x), teacher_logits, y, temperature)  # 0.5·CE + 0.5·T²·KL
         return per_sample.mean(), per_sample
 
-    history = fit(model, splits, cfg, spec.data.batch_size, generator, loss_fn)
+    history = fit(model, splits, cfg, spec.data.batch_size, generator, loss_fn, checkpoint=checkpoint)
     return Linearized(model, history, architecture={"width": config.width, "resolution": config.resolution_factor},
                       selected=config.record())

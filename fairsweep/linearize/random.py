@@ -33,7 +33,8 @@ def proportional_counts(sizes: list[int], budget: int) -> list[int]:
 
 @register_linearizer("random")
 @torch.no_grad()
-def random_units(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Generator) -> Linearized:
+def random_units(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Generator,
+                 checkpoint=None) -> Linearized:  # no training, nothing to checkpoint
     model = copy.deepcopy(base)
     count_relus(model, tuple(splits.train.x.shape[1:]))  # gives every site its unit shape
     sites = relu_sites(model)

@@ -18,6 +18,7 @@ from fairsweep.data import Splits
 from fairsweep.errors import StageError
 from fairsweep.linearize import Linearized, count_relus, register_linearizer
 from fairsweep.models.sites import relu_sites
+from fairsweep.train.checkpoint import EpochCheckpoint
 from fairsweep.train.loop import EpochSummary, train
 from fairsweep.train.losses import kd_per_sample
 
@@ -29,7 +30,8 @@ SNL_NOT_CONVERGED = (
 
 
 @register_linearizer("snl")
-def snl(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Generator) -> Linearized:
+def snl(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Generator,
+        checkpoint: EpochCheckpoint | None = None) -> Linearized:
     cfg = spec.linearize
     teacher = base.eval()
     model = copy.deepcopy(base)
@@ -66,7 +68,15 @@ def snl(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Gen
         lowest = min(lowest, live)
         return False
 
-    train(model, splits.train, loss_fn, optimizer, cfg.max_epochs, spec.data.batch_size, generator, on_epoch=on_epoch)
+    def restore(saved: dict) -> None:
+        nonlocal lam, lowest
+        lam, lowest = saved["lambda"], saved["lowest"]
+        history.extend(saved["history"])
+
+    if checkpoint is not None:  # the gates are parameters of the model: the loop saves them
+        checkpoint.carry("snl", lambda: {"lambda": lam, "lowest": lowest, "history": history}, restore)
+    train(model, splits.train, loss_fn, optimizer, cfg.max_epochs, spec.data.batch_size, generator, on_epoch=on_epoch,
+          checkpoint=checkpoint)
     if history[-1]["live_relus"] > budget:
         raise StageError(SNL_NOT_CONVERGED.format(budget=budget, epochs=cfg.max_epochs,
                                                   live=history[-1]["live_relus"], lam=lam))

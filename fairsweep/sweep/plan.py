@@ -82,12 +82,23 @@ class Plan:
 
 def make_plan(spec: Spec) -> Plan:
     """Expand the grid into trials, ordered so that trials running side by side rarely need the same
-    missing stage: seeds vary fastest, then budgets, then the rest."""
+    missing stage (one would wait on the other's lock): keys of earlier stages vary faster, seeds
+    fastest, then the rest of the base stage's keys, budgets, the rest of the linearization's, the
+    finetuning's."""
     points = spec.grid_points()
-    order = {"seed": 0, "linearize.budget": 1}
-    keys = sorted(spec.sweep.grid, key=lambda k: order.get(k, 2))
+    keys = sorted(spec.sweep.grid, key=_fastest_first)
     points.sort(key=lambda p: tuple(_sort_key(p[k]) for k in reversed(keys)))
     return Plan(spec, [Trial(spec.with_values(p), p) for p in points])
+
+
+def _fastest_first(key: str) -> tuple[int, int]:
+    """(the first stage whose identity the key is part of, 0 for the stage's leading key else 1)."""
+    section = key.split(".", 1)[0]
+    if section in ("seed", "data", "model", "base"):
+        return (0, int(key != "seed"))
+    if section == "linearize":
+        return (1, int(key != "linearize.budget"))
+    return (2, 0)
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ class SweepOutcome:
     records: dict[str, dict]  # trial id -> record, for every finished trial of the plan
     failed: dict[str, str] = field(default_factory=dict)  # trial name -> error
     trained: dict[str, int] = field(default_factory=dict)  # stages trained by this invocation, by kind
+    lock_wait: float = 0.0  # seconds this invocation's trials waited for stages other trials were training
     skipped: int = 0  # trials already finished before this invocation
     parent_run_id: str = ""
     seconds: float = 0.0
@@ -184,7 +187,7 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
         if address:
             import ray
 
-            data = check_plan(checked, ray.cluster_resources(), where=f"the Ray cluster at {address}",
+            data = check_plan(checked, largest_node(), where=f"the largest node of the Ray cluster at {address}",
                               storage=storage)
         else:
             data = check_plan(checked, local_resources(), storage=storage)
@@ -197,6 +200,15 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
             import ray
 
             ray.shutdown()
+
+
+def largest_node() -> dict[str, float]:
+    """The most CPUs and the most GPUs any one alive node of the connected Ray cluster has: a trial runs on
+    one node, so the cluster's totals could promise what no node can give."""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    return {key: max((n.get(key, 0.0) for n in nodes), default=0.0) for key in ("CPU", "GPU")}
 
 
 def _ray_environment() -> None:
@@ -256,7 +268,13 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
     by_id = {t.id: t for t in plan.trials}
     pending: list[Trial] = []  # the trials handed to Tune (a search's, as its searcher hands them out)
 
+    finishing = threading.Lock()  # the logging thread and the search's reuse of earlier trials
+
     def finish(trial_id: str) -> None:
+        with finishing:
+            _finish(trial_id)
+
+    def _finish(trial_id: str) -> None:
         record = _read_record(storage, trial_id)
         if record is None:
             return
@@ -294,6 +312,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
         if record is not None:
             for kind, trained in record["trained"].items():
                 outcome.trained[kind] += int(trained)
+            outcome.lock_wait += sum(record["lock_wait_s"].values())
             progress.trial_done(record["name"], record["metrics"], record["trained"])
 
     progress = None
@@ -312,7 +331,13 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
                             objectives=search.objectives)
 
     if pending or (searcher is not None and searcher.has_work):
-        failures = _run_with_tune(spec, storage, on_done, progress, by_id, pending=pending, searcher=searcher)
+        # Tune waits for its callbacks before it starts the next trial: log on a thread of its own instead
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairsweep-logging") as logging_thread:
+            logged = []
+            failures = _run_with_tune(spec, storage, lambda trial_id: logged.append(logging_thread.submit(on_done, trial_id)),
+                                      progress, by_id, pending=pending, searcher=searcher)
+        for future in logged:  # every finished trial is logged by now; an error in logging one is raised here
+            future.result()
         for trial_id, error in failures.items():
             outcome.failed[by_id[trial_id].name if trial_id in by_id else trial_id] = error
         for trial in pending:  # a completion the callback missed is still logged
@@ -327,7 +352,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
     outcome.seconds = time.time() - started
     table = results_table(outcome)
     summary = {"trials_finished": len(outcome.records), "trials_failed": len(outcome.failed),
-               "wall_seconds": outcome.seconds}
+               "wall_seconds": outcome.seconds, "lock_wait_seconds": outcome.lock_wait}
     summary.update({f"stages_trained/{k}": v for k, v in outcome.trained.items()})
     tracker.finish_sweep(parent, table.to_csv(index=False) if table is not None else "", summary,
                          failed=bool(outcome.failed))
@@ -414,6 +439,7 @@ def tune_trial(config: dict, *, storage: str, device: str, threads: int, data_en
     A grid trial is looked up in `trials` by its id; a search trial is the search's spec with the
     config's values set. Its data comes decoded from the cache under `storage`; `data_env` is the
     driver's $FAIRSWEEP_DATA, for workers started without it (a worker's own setting wins)."""
+    import ray
     import torch
     from ray import tune
 
@@ -429,7 +455,7 @@ def tune_trial(config: dict, *, storage: str, device: str, threads: int, data_en
     else:
         trial = Trial(Spec.model_validate(search_spec).with_values(config["values"]), config["values"])
     assert trial.id == config["trial_id"], "the worker's trial differs from the driver's"
-    record = run_trial(trial, StageStore(storage), device)
+    record = run_trial(trial, StageStore(storage), device, node=ray.get_runtime_context().get_node_id())
     report = {k: v for k, v in record["metrics"].items() if isinstance(v, float) and math.isfinite(v)}
     report.update({f"trained_{k}": int(v) for k, v in record["trained"].items()})
     tune.report(report)

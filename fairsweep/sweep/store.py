@@ -3,7 +3,8 @@
 A stage directory appears whole or not at all (written under tmp/, then renamed). Concurrent
 trials that need the same missing stage serialize on a per-stage file lock: the first trains it,
 the others wait and then load it. A lock dies with its process, so a killed trainer's stage is
-taken over by the next trial that needs it.
+taken over by the next trial that needs it; it resumes from the stage's last epoch checkpoint
+(`checkpoints/<stage id>.pt`, deleted once the stage is stored).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import torch
 
 from fairsweep.files import file_lock
 from fairsweep.sweep.plan import Stage
+from fairsweep.train.checkpoint import EpochCheckpoint
 
 DATA_CACHE_DIR = "data-cache"  # decoded datasets, beside the stages
 
@@ -30,6 +33,7 @@ class StageOutput:
     state: dict[str, torch.Tensor]  # model state dict (masks included)
     result: dict[str, Any]  # JSON: history, summary numbers
     trained: bool  # True if this call trained it, False if it was reused
+    waited: float = 0.0  # seconds spent waiting for the stage's lock (another trial training it)
 
 
 class StageStore:
@@ -43,6 +47,13 @@ class StageStore:
 
     def path(self, stage: Stage) -> Path:
         return self.root / "stages" / stage.kind / stage.id
+
+    def checkpoint(self, stage: Stage, every: int) -> EpochCheckpoint | None:
+        """Where `stage` saves its epoch checkpoints while it trains; None if `every` is 0 (none)."""
+        return EpochCheckpoint(self._checkpoint_path(stage), every) if every else None
+
+    def _checkpoint_path(self, stage: Stage) -> Path:
+        return self.root / "checkpoints" / f"{stage.id}.pt"
 
     def has(self, stage: Stage) -> bool:
         return (self.path(stage) / "result.json").is_file()
@@ -59,12 +70,14 @@ class StageStore:
         """The stored output of `stage`, or `build()`'s, stored, if no trial has produced it yet."""
         if self.has(stage):
             return self.load(stage)
+        asked = time.monotonic()
         with file_lock(self.root / "locks" / f"{stage.id}.lock"):
+            waited = time.monotonic() - asked
             if self.has(stage):  # built by another trial while we waited
-                return self.load(stage)
+                return replace(self.load(stage), waited=waited)
             state, result = build()
             self._write(stage, state, result)
-            return StageOutput(state, result, trained=True)
+            return StageOutput(state, result, trained=True, waited=waited)
 
     def _write(self, stage: Stage, state: dict, result: dict) -> None:
         tmp = self.root / "tmp" / f"{stage.id}.{uuid.uuid4().hex}"
@@ -78,3 +91,4 @@ class StageStore:
         if final.exists():  # a half-written leftover cannot be here (rename is atomic); a stale dir can
             shutil.rmtree(final)
         os.rename(tmp, final)
+        self._checkpoint_path(stage).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,11 @@ def trial_record_path(storage: Path, trial_id: str) -> Path:
     return Path(storage).expanduser().resolve() / "trials" / f"{trial_id}.json"
 
 
-def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str, Any]:
-    """Run (or reuse) the trial's stages, measure the final model, write and return the trial record."""
+def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | None = None) -> dict[str, Any]:
+    """Run (or reuse) the trial's stages, measure the final model, write and return the trial record.
+    `node` names where it runs (a Ray node id) for the record."""
     spec = trial.spec
+    every = spec.resources.checkpoint_every
     dev = resolve_device(device)
     if dev.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -79,21 +82,29 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
     def cpu_state(model: nn.Module) -> dict:
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
+    def stage_result(checkpoint, **result) -> dict:
+        """A trained stage's result, saying where training resumed from a checkpoint."""
+        if checkpoint is not None and checkpoint.resumed_from:
+            result["resumed_from_epoch"] = checkpoint.resumed_from
+        return result
+
     def build_base():
         generator = seed_everything(spec.seed, "base")
         model = fresh()
-        history = stages.train_base(model, splits, spec, generator)
-        return cpu_state(model), {"history": history}
+        checkpoint = store.checkpoint(trial.stages["base"], every)
+        history = stages.train_base(model, splits, spec, generator, checkpoint)
+        return cpu_state(model), stage_result(checkpoint, history=history)
 
     base_out = store.get_or_build(trial.stages["base"], build_base)
     base = fresh(base_out.state)
 
     def build_linearize():
         generator = seed_everything(spec.seed, "linearize")
-        linearized = stages.linearize(copy.deepcopy(base), splits, spec, generator)
-        return cpu_state(linearized.model), {
-            "history": linearized.history, "relu_count": count_relus(linearized.model, input_shape).total,
-            "architecture": linearized.architecture, "selected": linearized.selected}
+        checkpoint = store.checkpoint(trial.stages["linearize"], every)
+        linearized = stages.linearize(copy.deepcopy(base), splits, spec, generator, checkpoint)
+        return cpu_state(linearized.model), stage_result(
+            checkpoint, history=linearized.history, relu_count=count_relus(linearized.model, input_shape).total,
+            architecture=linearized.architecture, selected=linearized.selected)
 
     lin_out = store.get_or_build(trial.stages["linearize"], build_linearize)
     architecture = lin_out.result.get("architecture", {})  # stages stored before DeepReDuce have none
@@ -101,8 +112,10 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
     def build_finetune():
         generator = seed_everything(spec.seed, "finetune")
         student = fresh(lin_out.state, architecture)
-        history = stages.finetune(student, copy.deepcopy(base), splits, spec.finetune, spec.data.batch_size, generator)
-        return cpu_state(student), {"history": history}
+        checkpoint = store.checkpoint(trial.stages["finetune"], every)
+        history = stages.finetune(student, copy.deepcopy(base), splits, spec.finetune, spec.data.batch_size, generator,
+                                  checkpoint)
+        return cpu_state(student), stage_result(checkpoint, history=history)
 
     fin_out = store.get_or_build(trial.stages["finetune"], build_finetune)
     final = fresh(fin_out.state, architecture)
@@ -120,6 +133,9 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu") -> dict[str,
         "spec": spec.model_dump(mode="json"),
         "stages": {kind: stage.id for kind, stage in trial.stages.items()},
         "trained": {"base": base_out.trained, "linearize": lin_out.trained, "finetune": fin_out.trained},
+        # seconds spent waiting for another trial to train a stage this one needs
+        "lock_wait_s": {"base": base_out.waited, "linearize": lin_out.waited, "finetune": fin_out.waited},
+        "worker": {"host": socket.gethostname(), "pid": os.getpid(), "node": node},
         "metrics": metrics,
         "accuracy": {"base": base_acc.to_json(), "final": final_acc.to_json()},  # GroupMetrics, raw group names
         "group_sizes": splits.group_sizes(),

@@ -12,6 +12,7 @@ from torch import nn
 
 from fairsweep.data import GroupedData
 from fairsweep.errors import StageError
+from fairsweep.train.checkpoint import EpochCheckpoint
 
 DIVERGED = ("training diverged: the mean loss of epoch {epoch} is {loss}; lower the stage's learning rate "
             "(for a fairness-aware finetuning, also finetune.mu)")
@@ -31,11 +32,14 @@ class EpochSummary:
 def train(model: nn.Module, data: GroupedData, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
           epochs: int, batch_size: int, generator: torch.Generator,
           scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-          on_epoch: Callable[[EpochSummary], bool | None] | None = None) -> int:
-    """Run up to `epochs` epochs; `on_epoch` returning True stops early. Returns the epochs run."""
+          on_epoch: Callable[[EpochSummary], bool | None] | None = None,
+          checkpoint: EpochCheckpoint | None = None) -> int:
+    """Run up to `epochs` epochs; `on_epoch` returning True stops early. Returns the epochs run.
+    With `checkpoint`, training starts from its last save (if any) and saves after each epoch."""
     n, num_groups = len(data), len(data.group_names)
     counts = torch.bincount(data.g, minlength=num_groups)  # (G,) samples of each group per epoch
-    for epoch in range(epochs):
+    start = checkpoint.restore(model, optimizer, scheduler, generator) if checkpoint is not None else 0
+    for epoch in range(start, epochs):
         model.train()
         loss_sum = torch.zeros(num_groups, device=data.y.device)  # (G,) per-sample loss sums
         for index in torch.randperm(n, generator=generator).to(data.y.device).split(batch_size):
@@ -52,6 +56,8 @@ def train(model: nn.Module, data: GroupedData, loss_fn: LossFn, optimizer: torch
             raise StageError(DIVERGED.format(epoch=epoch + 1, loss=summary.loss))
         if on_epoch is not None and on_epoch(summary):
             return epoch + 1
+        if checkpoint is not None:
+            checkpoint.save(epoch + 1, model, optimizer, scheduler, generator)
     return epochs
 
 

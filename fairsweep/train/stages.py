@@ -13,17 +13,25 @@ from fairsweep.data import Splits
 from fairsweep.linearize import Linearized, count_relus, get_linearizer, resolve_budget
 from fairsweep.spec import FinetuneConfig, OptimConfig, Spec
 from fairsweep.metrics.groups import evaluate
+from fairsweep.train.checkpoint import EpochCheckpoint
 from fairsweep.train.loop import EpochSummary, make_optimizer, make_scheduler, train
 from fairsweep.train.losses import fair_objective, kd_per_sample
 
 
 def fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, generator: torch.Generator,
-         loss_fn, after_epoch=None) -> list[dict]:
+         loss_fn, after_epoch=None, checkpoint: EpochCheckpoint | None = None) -> list[dict]:
     """Train with `cfg`'s optimizer, schedule and batch size (`batch_size` where cfg sets none); keep the
     best-validation or the last epoch's weights."""
     optimizer = make_optimizer(model.parameters(), cfg)
     history: list[dict] = []
     best = {"val_acc": -1.0, "state": None}
+
+    def restore(saved: dict) -> None:
+        history.extend(saved["history"])
+        best.update(saved["best"])
+
+    if checkpoint is not None:
+        checkpoint.carry("fit", lambda: {"history": history, "best": best}, restore)
 
     def on_epoch(summary: EpochSummary) -> None:
         record = {"epoch": summary.epoch, "loss": summary.loss, "val_acc": evaluate(model, splits.val).overall}
@@ -34,32 +42,34 @@ def fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, gen
             best.update(val_acc=record["val_acc"], state=copy.deepcopy(model.state_dict()))
 
     train(model, splits.train, loss_fn, optimizer, cfg.epochs, cfg.batch_size or batch_size, generator,
-          make_scheduler(optimizer, cfg), on_epoch)
+          make_scheduler(optimizer, cfg), on_epoch, checkpoint)
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     return history
 
 
-def train_base(model: nn.Module, splits: Splits, spec: Spec, generator: torch.Generator) -> list[dict]:
+def train_base(model: nn.Module, splits: Splits, spec: Spec, generator: torch.Generator,
+               checkpoint: EpochCheckpoint | None = None) -> list[dict]:
     """Train `model` from scratch with cross-entropy."""
 
     def loss_fn(m, x, y, g):
         per_sample = F.cross_entropy(m(x), y, reduction="none")
         return per_sample.mean(), per_sample
 
-    return fit(model, splits, spec.base, spec.data.batch_size, generator, loss_fn)
+    return fit(model, splits, spec.base, spec.data.batch_size, generator, loss_fn, checkpoint=checkpoint)
 
 
-def linearize(base: nn.Module, splits: Splits, spec: Spec, generator: torch.Generator) -> Linearized:
+def linearize(base: nn.Module, splits: Splits, spec: Spec, generator: torch.Generator,
+              checkpoint: EpochCheckpoint | None = None) -> Linearized:
     """Linearize `base` to `spec.linearize.budget` with the configured method."""
     total = count_relus(base, tuple(splits.train.x.shape[1:])).total
     budget = resolve_budget(spec.linearize.budget, total)
     method = get_linearizer(spec.linearize.method)
-    return method(base, splits, spec, budget, generator)
+    return method(base, splits, spec, budget, generator, checkpoint)
 
 
 def finetune(student: nn.Module, teacher: nn.Module, splits: Splits, cfg: FinetuneConfig, batch_size: int,
-             generator: torch.Generator) -> list[dict]:
+             generator: torch.Generator, checkpoint: EpochCheckpoint | None = None) -> list[dict]:
     """KD finetuning of `student` from `teacher`; with cfg.mu > 0, Algorithm 1 (fairness-aware).
     Batches of cfg.batch_size samples (`batch_size` where cfg sets none). With cfg.from_scratch the
     student's weights are re-initialized (its masks kept) and the loss is cross-entropy, no teacher.
@@ -73,6 +83,8 @@ def finetune(student: nn.Module, teacher: nn.Module, splits: Splits, cfg: Finetu
     multipliers = torch.zeros(len(names), device=splits.train.y.device)
     if cfg.from_scratch:
         reinitialize(student)
+    if checkpoint is not None:
+        checkpoint.carry("multipliers", lambda: multipliers.cpu(), lambda saved: multipliers.copy_(saved))
 
     def loss_fn(m, x, y, g):
         logits = m(x)
@@ -90,7 +102,7 @@ def finetune(student: nn.Module, teacher: nn.Module, splits: Splits, cfg: Finetu
         multipliers.add_(cfg.mu * violation)
         return {f"multiplier/{name}": float(v) for name, v in zip(names, multipliers)}
 
-    return fit(student, splits, cfg, batch_size, generator, loss_fn, update_multipliers)
+    return fit(student, splits, cfg, batch_size, generator, loss_fn, update_multipliers, checkpoint)
 
 
 @torch.no_grad()

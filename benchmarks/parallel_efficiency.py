@@ -1,0 +1,48 @@
+"""Parallel efficiency of `fairsweep run`: the same sweep with 2 concurrent trials (1 CPU each) against
+1, on a local Ray (started once, before the timings).
+
+Efficiency = time with 1 trial at a time / (2 × time with 2 at a time); 1.0 is perfect. The sweep
+has two seeds, so trials running side by side mostly need different stages; the seconds trials
+waited for a stage another trial was training (the store's lock) are printed for each run. Run it
+on a quiet machine: other work on the same cores lowers the figure (the load average is printed).
+
+    python benchmarks/parallel_efficiency.py [--repeats 1] [--set seed=[0] ...]
+"""
+
+from __future__ import annotations
+
+
+from fairsweep.sweep.runner import run_sweep
+from sweep_setup import (QUIET, create_tracking_db, fresh_storage, load_average, small_spec, start_local_ray,
+                         sweep_arguments, with_tracking)
+from timing import interleaved_medians
+
+
+def main() -> None:
+    args = sweep_arguments(__doc__)
+    overrides = ["seed=[0,1]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0]", "resources.cpus_per_trial=1",
+                 *args.overrides]
+    specs = {n: small_spec([*overrides, f"sweep.max_concurrent_trials={n}"]) for n in (1, 2)}
+    start_local_ray()
+    tracking_uri = create_tracking_db()
+    waited: dict[int, list[float]] = {1: [], 2: []}
+
+    def sweep(concurrent: int):
+        def run(_round: int) -> None:
+            outcome = run_sweep(with_tracking(specs[concurrent], tracking_uri), fresh_storage("parallel"),
+                                console=QUIET)
+            assert len(outcome.records) == len(outcome.plan.trials) and not outcome.failed, outcome.failed
+            waited[concurrent].append(outcome.lock_wait)
+        return run
+
+    times = interleaved_medians({1: sweep(1), 2: sweep(2)}, args.repeats)
+    print(f"{len(specs[1].grid_points())} trials ({specs[1].sweep.grid}), 1 CPU per trial, "
+          f"median of {args.repeats} after a warm-up round; {load_average()}")
+    for concurrent, seconds in times.items():
+        lock_waits = ", ".join(f"{w:.1f}" for w in waited[concurrent])
+        print(f"  {concurrent} concurrent trial(s)  {seconds:7.1f} s   waited for stage locks (s, per run): {lock_waits}")
+    print(f"  parallel efficiency (1 at a time / (2 × 2 at a time))  {times[1] / (2 * times[2]):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Overhead of `fairsweep run` (Ray Tune with one worker, MLflow logging) against a bare Python loop
+calling `run_trial` for the same trials on a fresh store.
+
+Both run the same stages (training, measuring, diagnostics) with one torch thread. The sweep's time
+is `run_sweep` with `sweep.max_concurrent_trials: 1`: the pre-flight check (data loaded and cached),
+Tune's scheduling, the trial actor's start (a new process importing torch and fairsweep), MLflow
+logging of every trial (params, metrics, curves, the model) and the results table. One-time costs
+come before the timings and are printed on their own lines: Ray's start-up, and the creation of
+the MLflow database (each sweep then logs to it in an experiment of its own). Prints the median of each
+over repeats (interleaved, after a warm-up round) and the ratio, measured in this run.
+
+    python benchmarks/sweep_overhead.py [--repeats 1] [--set finetune.mu=[0,0.01] ...]
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from fairsweep.sweep.plan import make_plan
+from fairsweep.sweep.runner import run_sweep
+from fairsweep.sweep.store import StageStore
+from fairsweep.sweep.trial import run_trial
+from sweep_setup import (QUIET, create_tracking_db, fresh_storage, load_average, small_spec, start_local_ray,
+                         sweep_arguments, with_tracking)
+from timing import interleaved_medians
+
+
+def main() -> None:
+    args = sweep_arguments(__doc__)
+    spec = small_spec(["seed=[0]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0,0.01]",
+                       "sweep.max_concurrent_trials=1", "resources.cpus_per_trial=1", *args.overrides])
+    plan = make_plan(spec)
+    torch.set_num_threads(1)  # as the Tune trainable sets for cpus_per_trial 1
+
+    def bare_loop(_round: int) -> None:
+        store = StageStore(fresh_storage("loop"))
+        for trial in plan.trials:
+            run_trial(trial, store)
+
+    def sweep(_round: int) -> None:
+        outcome = run_sweep(with_tracking(spec, tracking_uri), fresh_storage("sweep"), console=QUIET)
+        assert len(outcome.records) == len(plan.trials) and not outcome.failed, outcome.failed
+
+    started = time.perf_counter()
+    start_local_ray()
+    ray_start = time.perf_counter() - started
+    tracking_uri = create_tracking_db()
+    db_start = time.perf_counter() - started - ray_start
+    times = interleaved_medians({"bare run_trial loop": bare_loop, "fairsweep run (1 worker)": sweep},
+                                args.repeats)
+    base = times["bare run_trial loop"]
+    print(f"{len(plan.trials)} trials ({spec.sweep.grid}), 1 torch thread, median of {args.repeats} "
+          f"after a warm-up round; {load_average()}")
+    print(f"  Ray start-up (once, not in the timings below)  {ray_start:7.1f} s")
+    print(f"  MLflow database creation (once, not below)     {db_start:7.1f} s")
+    for name, seconds in times.items():
+        print(f"  {name:<45} {seconds:7.1f} s   ratio to the bare loop {seconds / base:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
