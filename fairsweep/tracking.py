@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from fairsweep import __version__
@@ -18,6 +19,18 @@ ROLE_TAG = "fairsweep.role"
 SPEC_HASH_TAG = "fairsweep.spec_hash"
 TRIAL_TAG = "fairsweep.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
+
+
+def absolute_uri(uri: str) -> str:
+    """A relative SQLite store (`sqlite:///mlflow.db`) made absolute against the working directory now.
+
+    MLflow keeps one store per URI for the life of the process, so a relative one would otherwise stay
+    bound to whichever directory it was first used in.
+    """
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        return prefix + str(Path(uri[len(prefix):]).expanduser().resolve())
+    return uri
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -41,6 +54,7 @@ class Tracker:
 
         # Models are saved by pickle (see log_trial), and MLflow warns about that on every model.
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        uri = absolute_uri(uri)
         mlflow.set_tracking_uri(uri)
         self.uri = uri
         self.client = MlflowClient(uri)
@@ -180,7 +194,7 @@ class Tracker:
 def experiment_names(uri: str) -> list[str]:
     from mlflow.tracking import MlflowClient
 
-    return [exp.name for exp in MlflowClient(uri).search_experiments()]
+    return [exp.name for exp in MlflowClient(absolute_uri(uri)).search_experiments()]
 
 
 def group_size_metrics(group_sizes: dict[str, dict[str, int]]) -> dict[str, int]:
