@@ -17,8 +17,6 @@ per trial and group) to --out and logs them to the sweep's MLflow run when it fi
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import matplotlib
@@ -27,11 +25,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from sweep_results import finished_records, log_to_sweep_run, sweep_parser  # noqa: E402
+
 from fairsweep.metrics.groups import safe_key  # noqa: E402
-from fairsweep.spec import load_spec  # noqa: E402
-from fairsweep.sweep.plan import make_plan  # noqa: E402
-from fairsweep.sweep.trial import trial_record_path  # noqa: E402
-from fairsweep.tracking import Tracker  # noqa: E402
 
 PER_GROUP = ("group_acc", "group_drop_pct", "group_grad_norm", "group_margin", "group_hessian_eig",
              "base_group_hessian_eig", "bound", "excess_loss", "mitigation_drop_pct")
@@ -97,22 +93,12 @@ def bound_scatter(frame: pd.DataFrame, path: Path) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="the same --set overrides the sweep ran with")
-    parser.add_argument("--storage", default="fairsweep-runs")
+    parser = sweep_parser(__doc__.splitlines()[0])
     parser.add_argument("--out", default="figures")
     args = parser.parse_args()
 
-    spec = load_spec(args.spec, args.overrides)
-    records = []
-    for trial in make_plan(spec).trials:
-        path = trial_record_path(Path(args.storage), trial.id)
-        if path.is_file():
-            records.append(json.loads(path.read_text()))
-    if not records:
-        raise SystemExit(f"no finished trial of {args.spec} under {args.storage}: run `fairsweep run {args.spec}` first")
+    spec, _, records = finished_records(args)
+    records = list(records.values())
     frame = per_group_frame(records)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,13 +129,7 @@ def main() -> None:
         print(f"Theorem 4.4's bound holds for {holds:.1%} of (trial, group) pairs")
     print(f"{len(records)} trials; wrote " + ", ".join(p.name for p in written) + f" to {out}")
 
-    tracker = Tracker(spec.tracking.uri, spec.experiment)
-    run_id = tracker.find_sweep_run(spec)
-    if run_id is not None:
-        for path in written:
-            tracker.client.log_artifact(run_id, str(path), "figures")
-        print(f"logged to MLflow run {run_id} (experiment '{spec.experiment}')")
-
+    log_to_sweep_run(spec, written)
 
 if __name__ == "__main__":
     main()

@@ -10,8 +10,6 @@ beside the figure, and logs both to the sweep's MLflow run when it finds one.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from pathlib import Path
 
@@ -22,12 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from sweep_results import finished_records, log_to_sweep_run, sweep_parser  # noqa: E402
+
 from fairsweep.data import load_splits  # noqa: E402
-from fairsweep.spec import load_spec  # noqa: E402
-from fairsweep.sweep.plan import make_plan  # noqa: E402
 from fairsweep.sweep.store import StageStore  # noqa: E402
-from fairsweep.sweep.trial import build_model, trial_record_path  # noqa: E402
-from fairsweep.tracking import Tracker  # noqa: E402
+from fairsweep.sweep.trial import build_model  # noqa: E402
 
 MODELS = {"base": "ReLU model", "final": "linearized model"}
 
@@ -72,32 +69,21 @@ def plot_boundaries(models: dict[str, torch.nn.Module], data, path: Path) -> Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="the same --set overrides the sweep ran with")
-    parser.add_argument("--storage", default="fairsweep-runs")
+    parser = sweep_parser(__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="the seed whose two models are drawn")
     parser.add_argument("--out", default="toy2d_boundaries.png")
     args = parser.parse_args()
 
-    spec = load_spec(args.spec, args.overrides)
-    plan = make_plan(spec)
+    spec, plan, by_id = finished_records(args)
+    records = list(by_id.values())
     store = StageStore(args.storage)
-    records = []
-    for trial in plan.trials:
-        path = trial_record_path(store.root, trial.id)
-        if path.is_file():
-            records.append(json.loads(path.read_text()))
-    if not records:
-        raise SystemExit(f"no finished trial of {args.spec} under {store.root}: run `fairsweep run {args.spec}` first")
 
     table = accuracy_table(records)
     print(f"{len(records)} of {len(plan.trials)} trials; test accuracy, mean ± std over seeds")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
-    trial = next((t for t in plan.trials if t.spec.seed == args.seed), plan.trials[0])
-    record = json.loads(trial_record_path(store.root, trial.id).read_text())
+    trial = next((t for t in plan.trials if t.spec.seed == args.seed and t.id in by_id), plan.trials[0])
+    record = by_id[trial.id]
     models = {}
     for kind, label in (("base", "(a) ReLU model"), ("finetune", "(b) 50 % ReLUs linearized")):
         model = build_model(trial.spec, record["num_classes"], tuple(record["input_shape"]))
@@ -109,12 +95,7 @@ def main() -> None:
     table.to_csv(csv, index=False)
     print(f"figure: {out}\ntable: {csv}")
 
-    tracker = Tracker(spec.tracking.uri, spec.experiment)
-    run_id = tracker.find_sweep_run(spec)
-    if run_id is not None:
-        for artifact in (out, csv):
-            tracker.client.log_artifact(run_id, str(artifact), "figures")
-        print(f"logged to MLflow run {run_id} (experiment '{spec.experiment}')")
+    log_to_sweep_run(spec, [out, csv])
 
 
 if __name__ == "__main__":
