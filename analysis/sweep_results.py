@@ -4,12 +4,11 @@ logging their outputs to the sweep's MLflow run."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from fairsweep.spec import Spec, load_spec
 from fairsweep.sweep.plan import Plan, make_plan
-from fairsweep.sweep.trial import trial_record_path
+from fairsweep.sweep.trial import read_trial_record
 from fairsweep.tracking import Tracker
 
 
@@ -27,11 +26,7 @@ def finished_records(args: argparse.Namespace) -> tuple[Spec, Plan, dict[str, di
     """The spec, its plan and the records of its finished trials (by trial id); exits if there are none."""
     spec = load_spec(args.spec, args.overrides)
     plan = make_plan(spec)
-    records = {}
-    for trial in plan.trials:
-        path = trial_record_path(Path(args.storage), trial.id)
-        if path.is_file():
-            records[trial.id] = json.loads(path.read_text())
+    records = {t.id: r for t in plan.trials if (r := read_trial_record(Path(args.storage), t.id)) is not None}
     if not records:
         raise SystemExit(f"no finished trial of {args.spec} under {args.storage}: run `fairsweep run {args.spec}` first")
     return spec, plan, records

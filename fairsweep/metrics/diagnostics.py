@@ -14,7 +14,7 @@ double backward through a graph kept for the group's samples.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ class Diagnostics:
     hessian_eig: GroupMetrics | None  # top eigenvalue of ∇²θ J(θ; S_a); overall is not computed (NaN)
 
     def to_json(self) -> dict:
-        return {k: None if v is None else v.to_json() for k, v in self.__dict__.items()}
+        return asdict(self)  # a disabled diagnostic stays None
 
     @classmethod
     def from_json(cls, content: dict) -> Diagnostics:

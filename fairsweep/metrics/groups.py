@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -18,7 +18,7 @@ class GroupMetrics:
     counts: dict[str, int]
 
     def to_json(self) -> dict:
-        return {"overall": self.overall, "by_group": self.by_group, "counts": self.counts}
+        return asdict(self)
 
     def difference(self) -> float:
         """max − min over groups."""

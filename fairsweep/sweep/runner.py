@@ -258,6 +258,7 @@ def _check_reachable(address: str) -> None:
 
 def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> SweepOutcome:
     from fairsweep.sweep.progress import Progress
+    from fairsweep.sweep.trial import read_trial_record
     from fairsweep.tracking import Tracker
 
     search = spec.sweep.search
@@ -275,7 +276,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
             _finish(trial_id)
 
     def _finish(trial_id: str) -> None:
-        record = _read_record(storage, trial_id)
+        record = read_trial_record(storage, trial_id)
         if record is None:
             return
         # The record may come from another sweep sharing the storage: name it as this sweep does.
@@ -324,7 +325,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
         from fairsweep.sweep.search import StudySearcher, open_study
 
         searcher = StudySearcher(open_study(spec, storage), spec, register, reuse,
-                                 lambda trial_id: _read_record(storage, trial_id))
+                                 lambda trial_id: read_trial_record(storage, trial_id))
         searcher.adopt_finished()
         pending = searcher.handed_out
         progress = Progress(searcher.total_trials, already_done=outcome.skipped, console=console,
@@ -461,19 +462,12 @@ def tune_trial(config: dict, *, storage: str, device: str, threads: int, data_en
     tune.report(report)
 
 
-def _read_record(storage: Path, trial_id: str) -> dict | None:
-    from fairsweep.sweep.trial import trial_record_path
-
-    path = trial_record_path(storage, trial_id)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def _add_to_record(storage: Path, trial_id: str, metrics: dict[str, float]) -> None:
     """Metrics known only once other trials finished (e.g. Figure 9's), into the stored trial record."""
     from fairsweep.files import write_json_atomic
-    from fairsweep.sweep.trial import trial_record_path
+    from fairsweep.sweep.trial import read_trial_record, trial_record_path
 
-    record = _read_record(storage, trial_id)
+    record = read_trial_record(storage, trial_id)
     if record is not None and any(json.dumps(record["metrics"].get(k)) != json.dumps(v) for k, v in metrics.items()):
         record["metrics"].update(metrics)
         write_json_atomic(trial_record_path(storage, trial_id), record)
@@ -508,6 +502,7 @@ def mitigation_effects(outcome: SweepOutcome, storage: Path) -> dict[str, dict[s
     mitigated model against the twin, `mitigation_drop_pct` overall and `mitigation_drop_pct/<g>` per
     group, (acc_twin − acc) / acc_twin × 100; negative where the mitigation helped."""
     from fairsweep.metrics.groups import GroupMetrics, relative_drop
+    from fairsweep.sweep.trial import read_trial_record
 
     effects = {}
     for trial in outcome.plan.trials:
@@ -515,7 +510,7 @@ def mitigation_effects(outcome: SweepOutcome, storage: Path) -> dict[str, dict[s
         if record is None or trial.spec.finetune.mu == 0:
             continue
         twin_id = Trial(trial.spec.with_values({"finetune.mu": 0.0}), {}).id
-        twin = outcome.records.get(twin_id) or _read_record(storage, twin_id)
+        twin = outcome.records.get(twin_id) or read_trial_record(storage, twin_id)
         if twin is None:
             continue
         drop = relative_drop(GroupMetrics(**twin["accuracy"]["final"]), GroupMetrics(**record["accuracy"]["final"]))

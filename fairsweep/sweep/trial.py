@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import socket
 from pathlib import Path
@@ -58,6 +59,12 @@ def seed_everything(seed: int, salt: str) -> torch.Generator:
 
 def trial_record_path(storage: Path, trial_id: str) -> Path:
     return Path(storage).expanduser().resolve() / "trials" / f"{trial_id}.json"
+
+
+def read_trial_record(storage: Path, trial_id: str) -> dict[str, Any] | None:
+    """The record of a finished trial under `storage`, or None if it has not finished there."""
+    path = trial_record_path(storage, trial_id)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | None = None) -> dict[str, Any]:
