@@ -150,7 +150,7 @@ def test_second_load_comes_from_the_cache(name, real_data, tmp_path, monkeypatch
     calls, cache = counting(monkeypatch, name), DataCache(tmp_path / "cache")
     cfg = config(name, real_data)
     first, second = load_splits(cfg, 0, cache), load_splits(cfg, 0, cache)
-    assert len(calls) == 1 and len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    assert len(calls) == 1 and len(list((tmp_path / "cache").glob(f"{name}-*.pt"))) == 1
     assert torch.equal(first.train.x, second.train.x) and torch.equal(first.test.g, second.test.g)
     uncached = load_splits(cfg, 0)  # the cache holds exactly what decoding gives
     assert len(calls) == 2 and torch.equal(uncached.val.x, second.val.x)
@@ -167,7 +167,7 @@ def test_a_changed_source_file_invalidates_the_cache(name, real_data, tmp_path, 
     stat = source.stat()
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten a second later
     load_splits(cfg, 0, cache)
-    assert len(calls) == 2 and len(list((tmp_path / "cache").glob("*.pt"))) == 2  # a new fingerprint
+    assert len(calls) == 2 and len(list((tmp_path / "cache").glob(f"{name}-*.pt"))) == 2  # a new fingerprint
     load_splits(cfg, 0, cache)
     assert len(calls) == 2
 
@@ -180,3 +180,61 @@ def test_toy2d_has_a_small_minority_beyond_a_nonlinear_boundary():
     from sklearn.linear_model import LogisticRegression
 
     assert LogisticRegression().fit(data.x.numpy(), data.y.numpy()).score(data.x.numpy(), data.y.numpy()) < 0.99
+
+
+@pytest.mark.parametrize("name", list_datasets())
+def test_splits_through_the_cache_equal_the_splits_computed(name, real_data, tmp_path, monkeypatch):
+    import sklearn.model_selection
+
+    calls = []
+    real = sklearn.model_selection.train_test_split
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sklearn.model_selection, "train_test_split", counted)
+    cfg, cache = config(name, real_data), DataCache(tmp_path / "cache")
+    computed = load_splits(cfg, 3)
+    first_calls = len(calls)
+    cached, again = load_splits(cfg, 3, cache), load_splits(cfg, 3, cache)
+    assert len(calls) == 2 * first_calls  # the second load through the cache splits nothing
+    for part in ("train", "val", "test"):
+        for a, b in ((computed, cached), (computed, again)):
+            assert torch.equal(getattr(a, part).x, getattr(b, part).x)
+            assert torch.equal(getattr(a, part).y, getattr(b, part).y)
+            assert torch.equal(getattr(a, part).g, getattr(b, part).g)
+    load_splits(cfg, 4, cache)  # another seed is another entry
+    assert len(calls) == 3 * first_calls
+
+
+def test_cached_digits_are_scikit_learns(tmp_path):
+    from sklearn.datasets import load_digits
+
+    cache = DataCache(tmp_path)
+    data = dataset_info("digits").load(DataConfig(dataset="digits"), cache).data
+    assert list(tmp_path.glob("digits-*.pt"))
+    bunch = load_digits()
+    raw = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1)
+    assert torch.equal(data.x, (raw - raw.mean()) / raw.std())
+    assert torch.equal(data.y, torch.as_tensor(bunch.target))
+    assert torch.equal(dataset_info("digits").load(DataConfig(dataset="digits"), cache).data.x, data.x)
+
+
+def test_a_trial_on_a_checked_plan_does_not_import_scikit_learn(tiny_raw, tmp_path):
+    """The driver's check caches the data and every seed's split, so a trial's worker need not import
+    scikit-learn (2 s a process)."""
+    import subprocess
+
+    from fairsweep.sweep.plan import make_plan
+    from fairsweep.sweep.runner import check_plan
+
+    spec = validate_spec({**tiny_raw, "sweep": {"grid": {"seed": [0, 1]}}})
+    check_plan(make_plan(spec), None, storage=tmp_path)
+    code = ("import sys; from fairsweep.spec import Spec; from fairsweep.data import load_splits; "
+            "from fairsweep.data.cache import DataCache; "
+            f"spec = Spec.model_validate_json({spec.model_dump_json()!r}); "
+            f"[load_splits(spec.data, seed, DataCache({str(tmp_path / 'data-cache')!r})) for seed in {spec.sweep.grid['seed']!r}]; "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

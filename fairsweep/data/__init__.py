@@ -192,9 +192,9 @@ def load_splits(cfg: DataConfig, seed: int, cache: DataCache | None = None) -> S
                                    imbalance.majority_keep, seed + 1)
     if test is None:
         test_fraction = cfg.test_fraction if cfg.test_fraction is not None else info.test_fraction
-        splits = split(data, cfg.val_fraction, test_fraction, seed)
+        splits = split(data, cfg.val_fraction, test_fraction, seed, cache)
     else:
-        train, val = split_off(data, cfg.val_fraction, seed)
+        train, val = split_off(data, cfg.val_fraction, seed, cache)
         splits = Splits(train, val, test)
     check_group_sizes(splits, cfg.min_group_size)
     return replace(splits, notes=loaded.notes)
@@ -229,27 +229,30 @@ def apply_imbalance(data: GroupedData, minority_classes: list[int], minority_kee
     return data.subset(torch.sort(torch.cat(keep)).values)
 
 
-def split(data: GroupedData, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+def split(data: GroupedData, val_fraction: float, test_fraction: float, seed: int,
+          cache: DataCache | None = None) -> Splits:
     """Seeded split, stratified by (target, group), so every split keeps every group's share."""
     import numpy as np
 
-    rest, test = _stratified(data, np.arange(len(data)), test_fraction, seed)
-    train, val = _stratified(data, rest, val_fraction / (1.0 - test_fraction), seed)
+    rest, test = _stratified(data, np.arange(len(data)), test_fraction, seed, cache)
+    train, val = _stratified(data, rest, val_fraction / (1.0 - test_fraction), seed, cache)
     return Splits(*(_part(data, index) for index in (train, val, test)))
 
 
-def split_off(data: GroupedData, fraction: float, seed: int) -> tuple[GroupedData, GroupedData]:
+def split_off(data: GroupedData, fraction: float, seed: int,
+              cache: DataCache | None = None) -> tuple[GroupedData, GroupedData]:
     """(the rest, a seeded `fraction` of `data`), stratified by (target, group)."""
     import numpy as np
 
-    rest, part = _stratified(data, np.arange(len(data)), fraction, seed)
+    rest, part = _stratified(data, np.arange(len(data)), fraction, seed, cache)
     return _part(data, rest), _part(data, part)
 
 
-def _stratified(data: GroupedData, index, fraction: float, seed: int):
-    """Split the sample indices `index` into (rest, a `fraction` of them), stratified by (target, group)."""
+def _stratified(data: GroupedData, index, fraction: float, seed: int, cache: DataCache | None = None):
+    """Split the sample indices `index` into (rest, a `fraction` of them), stratified by (target, group)
+    by scikit-learn's `train_test_split`; through `cache` (keyed by the indices, their strata, the
+    fraction and the seed) when there is one."""
     import numpy as np
-    from sklearn.model_selection import train_test_split
 
     strata = (data.y * len(data.group_names) + data.g).numpy()[index]
     values, counts = np.unique(strata, return_counts=True)
@@ -258,7 +261,23 @@ def _stratified(data: GroupedData, index, fraction: float, seed: int):
             target, group = divmod(int(value), len(data.group_names))
             raise UserError(errors.STRATUM_TOO_SMALL.format(
                 target=data.class_names[target], group=data.group_names[group], count=int(count)))
-    return train_test_split(index, test_size=fraction, stratify=strata, random_state=seed)
+
+    def compute() -> dict:
+        import torch
+        from sklearn.model_selection import train_test_split
+
+        rest, part = train_test_split(index, test_size=fraction, stratify=strata, random_state=seed)
+        return {"rest": torch.from_numpy(rest), "part": torch.from_numpy(part)}
+
+    if cache is None:
+        result = compute()
+    else:
+        from importlib.metadata import version
+
+        index, strata = np.ascontiguousarray(index, dtype=np.int64), np.ascontiguousarray(strata, dtype=np.int64)
+        result = cache.memo("split", {"index": index.tobytes(), "strata": strata.tobytes(), "fraction": fraction,
+                                      "seed": seed, "scikit-learn": version("scikit-learn")}, compute)
+    return result["rest"].numpy(), result["part"].numpy()
 
 
 def _part(data: GroupedData, index) -> GroupedData:

@@ -19,12 +19,23 @@ if TYPE_CHECKING:
 )
 def load_digits(cfg: DataConfig, cache: DataCache | None) -> Loaded:
     import torch
-    from sklearn.datasets import load_digits as sk_digits
 
-    bunch = sk_digits()
-    x = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8), values 0..16
+    def read() -> dict[str, torch.Tensor]:
+        from sklearn.datasets import load_digits as sk_digits
+
+        bunch = sk_digits()
+        return {"images": torch.as_tensor(bunch.images).to(torch.uint8),  # values 0..16, exact in uint8
+                "target": torch.as_tensor(bunch.target, dtype=torch.int64)}
+
+    if cache is None:
+        digits = read()
+    else:  # read from the data cache, so a trial's worker need not import scikit-learn
+        from importlib.metadata import version
+
+        digits = cache.memo("digits", {"scikit-learn": version("scikit-learn")}, read)
+    x = digits["images"].to(torch.float32).unsqueeze(1)  # (N, 1, 8, 8)
     x = (x - x.mean()) / x.std()
-    y = torch.as_tensor(bunch.target, dtype=torch.int64)
+    y = digits["target"]
     names = tuple(str(c) for c in range(10))
     return Loaded(GroupedData(x=x, y=y, g=y.clone(), class_names=names, group_names=names))
 

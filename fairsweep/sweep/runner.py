@@ -69,8 +69,12 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
     `resources` is None) whether Ray can ever schedule a trial with what it offers.
 
     Each data configuration is loaded here, in the driver, so a dataset's files are found, read and
-    decoded into the cache under `storage` (if given) once, before any trial needs them. Returns
-    what was seen of each data configuration."""
+    decoded into the cache under `storage` (if given) once, before any trial needs them (kept even
+    if the plan has problems: decoding is the expensive part). Once the plan has none, each
+    configuration is split with every seed of the plan, checked, and cached there too, so that the
+    trials' workers never compute a split. Returns what was seen of each data configuration (split
+    with its first seed)."""
+    from fairsweep.data import dataset_info
     from fairsweep.data import load_splits
     from fairsweep.data.cache import DataCache
     from fairsweep.sweep.store import StageStore
@@ -90,12 +94,14 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
     summaries: dict[str, DataSummary | None] = {}
     inputs: dict[str, tuple[tuple[int, ...], int]] = {}  # data key -> (input shape, classes)
     counts: dict[str, Any] = {}  # model_problems' memo across trials
+    seeds: dict[tuple[str, int], Spec] = {}  # (data key, seed) -> a spec with them
     for trial in plan.trials:
         spec = trial.spec
         data_key = json.dumps(spec.data.model_dump(mode="json"), sort_keys=True)
+        seeds.setdefault((data_key, spec.seed), spec)
         if data_key not in summaries:
             try:
-                splits = load_splits(spec.data, spec.seed, cache)
+                splits = load_splits(spec.data, spec.seed, None if dataset_info(spec.data.dataset).embedded else cache)
             except UserError as exc:
                 problems.extend(exc.problems)
                 summaries[data_key] = None
@@ -107,6 +113,12 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
         varied = "sweep.search.space" if plan.spec.sweep.search is not None else "sweep.grid"
         key = f"{varied}.linearize.budget" if "linearize.budget" in trial.values else "linearize.budget"
         problems.extend(model_problems(spec, *inputs[data_key], key, counts))
+    if not problems and cache is not None:
+        for spec in seeds.values():
+            try:
+                load_splits(spec.data, spec.seed, cache)
+            except UserError as exc:  # e.g. a group too small in this seed's split
+                problems.extend(exc.problems)
     if problems:
         raise UserError(list(dict.fromkeys(problems)))
     return [summary for summary in summaries.values() if summary is not None]

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ def read_trial_record(storage: Path, trial_id: str) -> dict[str, Any] | None:
 def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | None = None) -> dict[str, Any]:
     """Run (or reuse) the trial's stages, measure the final model, write and return the trial record.
     `node` names where it runs (a Ray node id) for the record."""
+    started, clock = time.time(), time.perf_counter()
     spec = trial.spec
     every = spec.resources.checkpoint_every
     dev = resolve_device(device)
@@ -143,6 +145,7 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
         # seconds spent waiting for another trial to train a stage this one needs
         "lock_wait_s": {"base": base_out.waited, "linearize": lin_out.waited, "finetune": fin_out.waited},
         "worker": {"host": socket.gethostname(), "pid": os.getpid(), "node": node},
+        "timing": {"started": started, "seconds": time.perf_counter() - clock},  # Unix time; this call's seconds
         "metrics": metrics,
         "accuracy": {"base": base_acc.to_json(), "final": final_acc.to_json()},  # GroupMetrics, raw group names
         "group_sizes": splits.group_sizes(),
