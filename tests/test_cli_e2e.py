@@ -121,6 +121,11 @@ def test_logged_model_loads_and_reproduces_the_logged_accuracy(swept, monkeypatc
     with torch.no_grad():
         acc = float((model(test.x).argmax(1) == test.y).double().mean())
     assert acc == pytest.approx(row["metrics.acc"], abs=1e-9)
+    # the logged model carries the trial's final metrics, once each
+    logged = mlflow.search_logged_models(experiment_ids=[row["experiment_id"]], output_format="list")
+    model_metrics = [m for lm in logged if lm.source_run_id == row["run_id"] for m in lm.metrics]
+    assert [m.value for m in model_metrics if m.key == "acc"] == [pytest.approx(row["metrics.acc"], abs=1e-12)]
+    assert {m.key for m in model_metrics} >= {"worst_group_acc", "drop_gap_pct", "relu_count"}
 
 
 def test_rerun_resumes_without_training_or_duplicate_runs(swept, monkeypatch):

@@ -74,8 +74,7 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
     configuration is split with every seed of the plan, checked, and cached there too, so that the
     trials' workers never compute a split. Returns what was seen of each data configuration (split
     with its first seed)."""
-    from fairsweep.data import dataset_info
-    from fairsweep.data import load_splits
+    from fairsweep.data import dataset_info, load_splits
     from fairsweep.data.cache import DataCache
     from fairsweep.sweep.store import StageStore
 
