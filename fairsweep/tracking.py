@@ -21,6 +21,10 @@ SPEC_HASH_TAG = "fairsweep.spec_hash"
 TRIAL_TAG = "fairsweep.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 
+# No usage reports sent from the sweeps (as Ray's usage stats): MLflow reads this when it is first
+# imported, which in fairsweep happens only in this module, after this line.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 
 def absolute_uri(uri: str) -> str:
     """A relative SQLite store (`sqlite:///mlflow.db`) made absolute against the working directory now.
@@ -53,7 +57,6 @@ class Tracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports sent from the sweeps
         # Models are saved by pickle (see log_trial), and MLflow warns about that on every model.
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         uri = absolute_uri(uri)

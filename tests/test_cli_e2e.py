@@ -272,3 +272,13 @@ def test_toy2d_sweep_and_its_figure_2(tmp_path):
     assert list(table["model"]) == ["ReLU model", "linearized model"] and set(table["seeds"]) == {2}
     assert {"overall_mean", "majority_mean", "minority_mean", "minority_std"} <= set(table.columns)
     assert (tmp_path / "toy2d.png").stat().st_size > 0 and "logged to MLflow run" in figure.stdout
+
+
+def test_mlflow_sends_no_usage_reports_from_a_sweep_process():
+    code = ("from fairsweep.tracking import Tracker; import mlflow; "
+            "from mlflow.telemetry.client import get_telemetry_client; print(get_telemetry_client())")
+    # as a user's shell: MLflow turns telemetry off by itself under pytest and in CI, by these variables
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "None"
