@@ -4,7 +4,7 @@
 Efficiency = time with 1 trial at a time / (2 × time with 2 at a time); 1.0 is perfect. The sweep
 has two seeds, so trials running side by side mostly need different stages; the seconds trials
 waited for a stage another trial was training (the store's lock) are printed for each run. The
-sweep is the overhead benchmark's (12 short trials): each sweep pays its trial workers' start-up
+sweep has 12 short trials (2 seeds × 2 budgets × 3 µ): each sweep pays its trial workers' start-up
 (about 4 s here) once, with 1 or 2 trials at a time alike, so fewer or shorter trials lower the
 figure. Run it on a quiet machine: other work on the same cores lowers it too (the load average is
 printed).

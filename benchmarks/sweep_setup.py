@@ -20,11 +20,14 @@ MU_ABLATION = Path(__file__).resolve().parents[1] / "sweeps" / "mu_ablation.yaml
 QUIET = Console(file=io.StringIO())  # the sweep's progress and tables are not what is measured
 
 
-def sweep_arguments(doc: str) -> argparse.Namespace:
-    """What every sweep benchmark takes: `--repeats` and `--set KEY=VALUE` (spec overrides, repeatable)."""
+def sweep_arguments(doc: str, flags: dict[str, str] | None = None) -> argparse.Namespace:
+    """What every sweep benchmark takes: `--repeats` and `--set KEY=VALUE` (spec overrides, repeatable);
+    `flags` adds on/off options of its own (name -> help)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    for name, text in (flags or {}).items():
+        parser.add_argument(f"--{name}", action="store_true", help=text)
     return parser.parse_args()
 
 

@@ -128,6 +128,15 @@ def test_logged_model_loads_and_reproduces_the_logged_accuracy(swept, monkeypatc
     assert {m.key for m in model_metrics} >= {"worst_group_acc", "drop_gap_pct", "relu_count"}
 
 
+def test_tune_writes_its_json_results_but_no_csv_or_tensorboard_files(swept):
+    tmp_path = swept[0]
+    trial_dirs = [p for p in (tmp_path / "runs" / "tune").glob("*/*") if p.is_dir()]
+    assert len(trial_dirs) == 4  # the first run's trials; the re-run handed Tune none
+    assert all((d / "result.json").stat().st_size > 0 for d in trial_dirs)
+    names = {p.name for d in trial_dirs for p in d.iterdir()}
+    assert "progress.csv" not in names and not any(name.startswith("events.out.tfevents") for name in names)
+
+
 def test_rerun_resumes_without_training_or_duplicate_runs(swept, monkeypatch):
     tmp_path, _, second, stages = swept
     assert second.returncode == 0, second.stdout + second.stderr

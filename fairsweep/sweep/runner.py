@@ -194,23 +194,35 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
     address = address or spec.resources.address
     if address:  # fail fast on an unreachable cluster, before any work
         _connect_ray(address)
+    start_local_ray = False
     try:
         if address:
-            import ray
-
             data = check_plan(checked, largest_node(), where=f"the largest node of the Ray cluster at {address}",
                               storage=storage)
         else:
+            from fairsweep.sweep.trial import read_trial_record
+
             data = check_plan(checked, local_resources(), storage=storage)
+            # A grid with trials to run starts its local Ray in _run, while MLflow opens on a thread (a search
+            # learns whether it has work from its study; its Ray starts when Tune needs it).
+            start_local_ray = (spec.sweep.search is None and not _ray_initialized()
+                               and any(read_trial_record(storage, trial.id) is None for trial in plan.trials))
         if console is not None:
             for summary in data:
                 console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
-        return _run(spec, plan, storage, console, started)
+        return _run(spec, plan, storage, console, started, start_local_ray)
     finally:
-        if address:
+        if address or start_local_ray:
             import ray
 
             ray.shutdown()
+
+
+def _ray_initialized() -> bool:
+    _ray_environment()
+    import ray
+
+    return ray.is_initialized()
 
 
 def largest_node() -> dict[str, float]:
@@ -226,6 +238,10 @@ def _ray_environment() -> None:
     """Set before Ray is imported."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls home
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune then prints nothing itself
+    # Tune's default per-trial loggers off (its TensorBoard writer costs the driver a thread's CPU while
+    # the trials train); the trial records and MLflow hold the results. _run_with_tune adds back the
+    # JSON one, from which Tune's result grid reads each trial's last result.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 def _connect_ray(address: str | None) -> None:
@@ -267,15 +283,20 @@ def _check_reachable(address: str) -> None:
         raise UserError(errors.NO_RAY_CLUSTER.format(address=address, reason=exc.strerror or exc)) from None
 
 
-def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> SweepOutcome:
+def _run(spec: Spec, plan: Plan, storage: Path, console, started: float, start_local_ray: bool = False
+         ) -> SweepOutcome:
     from fairsweep.sweep.progress import Progress
     from fairsweep.sweep.trial import read_trial_record
-    from fairsweep.tracking import Tracker
 
     search = spec.sweep.search
-    tracker = Tracker(spec.tracking.uri, spec.experiment)
-    parent = tracker.sweep_run(spec, len(plan.trials) if search is None else search.n_trials * search.seeds_per_trial)
-    done = tracker.finished_trials(parent)
+    num_trials = len(plan.trials) if search is None else search.n_trials * search.seeds_per_trial
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairsweep-mlflow") as opening:
+        # MLflow's imports and store (its tables, on a first run) take seconds, and so does Ray's start:
+        # the one on a thread while the other starts here (Ray wants the main thread).
+        opened = opening.submit(_open_tracking, spec, num_trials)
+        if start_local_ray:
+            _connect_ray(None)
+        tracker, parent, done = opened.result()
     outcome = SweepOutcome(plan, records={}, trained={k: 0 for k in STAGE_KINDS}, parent_run_id=parent)
     by_id = {t.id: t for t in plan.trials}
     pending: list[Trial] = []  # the trials handed to Tune (a search's, as its searcher hands them out)
@@ -371,6 +392,15 @@ def _run(spec: Spec, plan: Plan, storage: Path, console, started: float) -> Swee
     return outcome
 
 
+def _open_tracking(spec: Spec, num_trials: int):
+    """The sweep's MLflow tracker, its parent run and the trial runs it finished earlier (trial id -> run id)."""
+    from fairsweep.tracking import Tracker
+
+    tracker = Tracker(spec.tracking.uri, spec.experiment)
+    parent = tracker.sweep_run(spec, num_trials)
+    return tracker, parent, tracker.finished_trials(parent)
+
+
 def _run_with_tune(spec: Spec, storage: Path, on_done, progress, by_id: dict[str, Trial],
                    pending: list[Trial], searcher=None) -> dict[str, str]:
     """Schedule trials with Ray Tune (one trainable call per trial): `pending`, the grid's, or those the
@@ -378,6 +408,7 @@ def _run_with_tune(spec: Spec, storage: Path, on_done, progress, by_id: dict[str
     _ray_environment()
     import ray
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -407,7 +438,7 @@ def _run_with_tune(spec: Spec, storage: Path, on_done, progress, by_id: dict[str
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(storage / "tune"),
                 failure_config=tune.FailureConfig(max_failures=res.max_failures),
-                callbacks=[_driver_callback(on_done, progress, by_id)],
+                callbacks=[_driver_callback(on_done, progress, by_id), JsonLoggerCallback()],
                 verbose=0,
             ),
         )
