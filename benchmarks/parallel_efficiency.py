@@ -2,30 +2,31 @@
 1, on a local Ray (started once, before the timings).
 
 Efficiency = time with 1 trial at a time / (2 × time with 2 at a time); 1.0 is perfect. The sweep
-has two seeds, so trials running side by side mostly need different stages; the seconds trials
+has several seeds, so trials running side by side mostly need different stages; the seconds trials
 waited for a stage another trial was training (the store's lock) are printed for each run. The
-sweep has 12 short trials (2 seeds × 2 budgets × 3 µ): each sweep pays its trial workers' start-up
-(about 4 s here) once, with 1 or 2 trials at a time alike, so fewer or shorter trials lower the
-figure. Run it on a quiet machine: other work on the same cores lowers it too (the load average is
-printed).
+sweep is the default sweep as shipped (3 seeds × 3 budgets × 4 µ, 36 trials of a few seconds;
+`--short` shortens the trials as in `stage_reuse.py`, `--set` changes the grid): each sweep pays its
+trial workers' start-up (2–3 s here) once, with 1 or 2 trials at a time alike, and on 2 cores the
+driver's own work (Tune, MLflow logging) takes CPU from 2 trials but not from 1, so fewer or
+shorter trials lower the figure. Run it on a quiet machine: other work on the same cores lowers it
+too (the load average is printed).
 
-    python benchmarks/parallel_efficiency.py [--repeats 1] [--set seed=[0] ...]
+    python benchmarks/parallel_efficiency.py [--repeats 1] [--short] [--set seed=[0,1] ...]
 """
 
 from __future__ import annotations
 
 
 from fairsweep.sweep.runner import run_sweep
-from sweep_setup import (QUIET, create_tracking_db, fresh_storage, load_average, small_spec, start_local_ray,
+from sweep_setup import (QUIET, ablation_spec, create_tracking_db, fresh_storage, load_average, start_local_ray,
                          sweep_arguments, with_tracking)
 from timing import interleaved_medians
 
 
 def main() -> None:
-    args = sweep_arguments(__doc__)
-    overrides = ["seed=[0,1]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0,0.01,0.05]",
-                 "resources.cpus_per_trial=1", *args.overrides]
-    specs = {n: small_spec([*overrides, f"sweep.max_concurrent_trials={n}"]) for n in (1, 2)}
+    args = sweep_arguments(__doc__, {"short": "shorter trials (fewer epochs)"})
+    overrides = ["resources.cpus_per_trial=1", *args.overrides]
+    specs = {n: ablation_spec([*overrides, f"sweep.max_concurrent_trials={n}"], args.short) for n in (1, 2)}
     start_local_ray()
     tracking_uri = create_tracking_db()
     waited: dict[int, list[float]] = {1: [], 2: []}

@@ -16,13 +16,13 @@ import torch
 from fairsweep.sweep.plan import STAGE_KINDS, make_plan
 from fairsweep.sweep.store import StageStore
 from fairsweep.sweep.trial import run_trial
-from sweep_setup import fresh_storage, load_average, small_spec, sweep_arguments
+from sweep_setup import ablation_spec, fresh_storage, load_average, sweep_arguments
 from timing import interleaved_medians
 
 
 def main() -> None:
     args = sweep_arguments(__doc__)
-    spec = small_spec(["seed=[0]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0,0.005,0.01]",
+    spec = ablation_spec(["seed=[0]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0,0.005,0.01]",
                        "diagnostics.hessian=false", "diagnostics.bound=false", *args.overrides])
     plan = make_plan(spec)
     torch.set_num_threads(1)

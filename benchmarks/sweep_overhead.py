@@ -2,8 +2,9 @@
 calling `run_trial` for the same trials on a fresh store.
 
 Both run the same stages (training, measuring, diagnostics) with one torch thread, by default the
-trials of the default sweep (`sweeps/mu_ablation.yaml`, 36 trials) shortened as in the other sweep
-benchmarks, and both start one fresh Python process that imports torch and trains every trial:
+default sweep as shipped (`sweeps/mu_ablation.yaml`: 3 seeds × 3 budgets × 4 µ, 36 trials of a few
+seconds; `--short` shortens the trials as in `stage_reuse.py`, `--set` changes the grid), and both
+start one fresh Python process that imports torch and trains every trial:
 
 - the baseline is `bare_loop.py`, a script of its own, timed from its first line to the end of its
   loop: its imports, torch's first-use costs (the first `use_deterministic_algorithms` imports
@@ -27,7 +28,7 @@ process, timed from its start to its exit: the CLI's imports, its own local Ray'
 shutdown, the sweep, the process's exit; printed against the bare loop's process timed the same
 way (its wall time, less the warm loop's).
 
-    python benchmarks/sweep_overhead.py [--repeats 1] [--command] [--set seed=[0,1] ...]
+    python benchmarks/sweep_overhead.py [--repeats 1] [--short] [--command] [--set seed=[0,1,2] ...]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pathlib import Path
 
 from fairsweep.sweep.plan import make_plan
 from fairsweep.sweep.runner import check_plan, run_sweep
-from sweep_setup import (QUIET, create_tracking_db, fresh_storage, load_average, small_spec, start_local_ray,
+from sweep_setup import (QUIET, ablation_spec, create_tracking_db, fresh_storage, load_average, start_local_ray,
                          sweep_arguments, with_tracking)
 from timing import interleaved_medians
 
@@ -51,8 +52,9 @@ PARTS = ("bare", "bare imports", "bare inside", "bare command", "warm", "warm in
 
 
 def main() -> None:
-    args = sweep_arguments(__doc__, {"command": "also time `fairsweep run` as a new process, start to exit"})
-    spec = small_spec(["sweep.max_concurrent_trials=1", "resources.cpus_per_trial=1", *args.overrides])
+    args = sweep_arguments(__doc__, {"short": "shorter trials (fewer epochs)",
+                                     "command": "also time `fairsweep run` as a new process, start to exit"})
+    spec = ablation_spec(["sweep.max_concurrent_trials=1", "resources.cpus_per_trial=1", *args.overrides], args.short)
     plan = make_plan(spec)
     spec_file = fresh_storage("spec") / "spec.json"
     spec_file.write_text(spec.model_dump_json())

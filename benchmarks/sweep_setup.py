@@ -1,5 +1,5 @@
-"""What the sweep benchmarks share: a small µ-ablation spec, fresh storage per run, a local Ray
-started once (outside the timings), the machine's load."""
+"""What the sweep benchmarks share: the µ-ablation spec (its trials shortened or as shipped), fresh
+storage per run, a local Ray started once (outside the timings), the machine's load."""
 
 from __future__ import annotations
 
@@ -31,11 +31,13 @@ def sweep_arguments(doc: str, flags: dict[str, str] | None = None) -> argparse.N
     return parser.parse_args()
 
 
-def small_spec(overrides: list[str]) -> Spec:
-    """The embedded µ-ablation with shorter trials (base 10 epochs, SNL's λ growing faster, finetuning
-    5 epochs), then `overrides`."""
-    return load_spec(MU_ABLATION, ["base.epochs=10", "linearize.lambda_init=0.01", "linearize.lambda_growth=2.0",
-                                   "finetune.epochs=5", *overrides])
+SHORTER = ["base.epochs=10", "linearize.lambda_init=0.01", "linearize.lambda_growth=2.0", "finetune.epochs=5"]
+
+
+def ablation_spec(overrides: list[str], shorter: bool = True) -> Spec:
+    """The embedded µ-ablation, with shorter trials unless `shorter` is False (base 10 epochs, SNL's λ
+    growing faster, finetuning 5 epochs), then `overrides`."""
+    return load_spec(MU_ABLATION, [*(SHORTER if shorter else []), *overrides])
 
 
 def fresh_storage(tag: str) -> Path:
