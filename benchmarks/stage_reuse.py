@@ -23,7 +23,7 @@ from timing import interleaved_medians
 def main() -> None:
     args = sweep_arguments(__doc__)
     spec = ablation_spec(["seed=[0]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0,0.005,0.01]",
-                       "diagnostics.hessian=false", "diagnostics.bound=false", *args.overrides])
+                          "diagnostics.hessian=false", "diagnostics.bound=false", *args.overrides])
     plan = make_plan(spec)
     torch.set_num_threads(1)
     executed: dict[str, dict[str, int]] = {}
