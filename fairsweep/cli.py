@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 from pathlib import Path
@@ -268,6 +269,12 @@ def main() -> None:
         for problem in exc.problems:
             err_console.print(f"error: {problem}", highlight=False, soft_wrap=True)
         sys.exit(USER_ERROR_EXIT)
+    finally:
+        # The command is done: spare the interpreter's exit its last garbage collection over the millions
+        # of objects torch, Ray and MLflow leave (1.7 s of the 2.0 s a `fairsweep run` took to exit here).
+        # atexit handlers still run, acyclic objects are still freed as the modules are torn down; the
+        # operating system reclaims the rest.
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -291,3 +291,21 @@ def test_mlflow_sends_no_usage_reports_from_a_sweep_process():
            if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "None"
+
+
+def test_the_command_skips_the_interpreters_last_collection_once_done(monkeypatch):
+    import gc
+
+    from fairsweep import cli
+
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))  # the real one would outlive this test
+    monkeypatch.setattr(sys, "argv", ["fairsweep", "relus", "small_cnn", "--input-size", "8", "--in-channels", "1",
+                                      "--json"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 0 and frozen == [True]
+    monkeypatch.setattr(sys, "argv", ["fairsweep", "run", "no-such-spec.yaml"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2 and frozen == [True, True]  # after a user's mistake too
