@@ -200,13 +200,14 @@ def run_sweep(spec: Spec, storage: Path, address: str | None = None, console=Non
             data = check_plan(checked, largest_node(), where=f"the largest node of the Ray cluster at {address}",
                               storage=storage)
         else:
-            from fairsweep.sweep.trial import read_trial_record
+            from fairsweep.sweep.trial import trial_record_path
 
             data = check_plan(checked, local_resources(), storage=storage)
             # A grid with trials to run starts its local Ray in _run, while MLflow opens on a thread (a search
-            # learns whether it has work from its study; its Ray starts when Tune needs it).
+            # learns whether it has work from its study; its Ray starts when Tune needs it). A trial with a
+            # record has finished: looking for the file is enough (_run reads the records).
             start_local_ray = (spec.sweep.search is None and not _ray_initialized()
-                               and any(read_trial_record(storage, trial.id) is None for trial in plan.trials))
+                               and not all(trial_record_path(storage, trial.id).is_file() for trial in plan.trials))
         if console is not None:
             for summary in data:
                 console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
