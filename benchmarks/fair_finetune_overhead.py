@@ -3,7 +3,7 @@
 Three ways to run one epoch of KD finetuning of the embedded sweep's model on `digits`:
 - plain KD (what µ = 0 runs);
 - Algorithm 1 with every multiplier non-zero: per-group losses from the one forward pass by
-  segment sums (fairsweep's way);
+  segment sums (fairsweep's way: the `Algorithm1` mitigation that the finetune stage runs);
 - Algorithm 1 the naive way: one extra forward per group present in the batch.
 Prints the median epoch time of each over repeats and the ratios against plain KD, all measured
 in this run. CPU by default; `--device cuda` where a GPU is present.
@@ -23,12 +23,14 @@ import torch
 from fairsweep.data import load_splits
 from fairsweep.models import create_model
 from fairsweep.spec import DataConfig, Imbalance
-from fairsweep.train.losses import fair_kd_loss, kd_per_sample
+from fairsweep.train.losses import kd_per_sample
+from fairsweep.train.mitigation import Algorithm1
 
 T = 4.0
 
 
-def epoch(student, teacher, data, batch_size, generator, mode: str, multipliers: torch.Tensor) -> None:
+def epoch(student, teacher, data, batch_size, generator, mode: str, algorithm1: Algorithm1) -> None:
+    multipliers = algorithm1.multipliers
     opt = torch.optim.SGD(student.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     student.train()
     for index in torch.randperm(len(data), generator=generator).to(data.y.device).split(batch_size):
@@ -38,7 +40,7 @@ def epoch(student, teacher, data, batch_size, generator, mode: str, multipliers:
         if mode == "plain":
             objective = kd_per_sample(student(x), t, y, T).mean()
         elif mode == "segment":
-            objective, _ = fair_kd_loss(student(x), t, y, g, multipliers, T)
+            objective = algorithm1.objective(kd_per_sample(student(x), t, y, T), g)
         else:  # naive: the batch loss, then each group's loss from its own forward pass
             overall = kd_per_sample(student(x), t, y, T).mean()
             penalty = 0.0
@@ -69,7 +71,8 @@ def main() -> None:
     torch.manual_seed(0)
     teacher = create_model("small_cnn", 10, 1, width=args.width).to(device).eval()
     student0 = create_model("small_cnn", 10, 1, width=args.width).to(device)
-    multipliers = torch.full((len(data.group_names),), 0.05, device=device)
+    algorithm1 = Algorithm1(0.0, data.group_names, device)
+    algorithm1.multipliers.fill_(0.05)
 
     times: dict[str, list[float]] = {"plain": [], "segment": [], "naive": []}
     for r in range(args.repeats + 1):  # the first round warms up and is not counted
@@ -78,7 +81,7 @@ def main() -> None:
             student = copy.deepcopy(student0)
             gen = torch.Generator().manual_seed(r)
             start = time.perf_counter()
-            epoch(student, teacher, data, args.batch_size, gen, mode, multipliers)
+            epoch(student, teacher, data, args.batch_size, gen, mode, algorithm1)
             if r > 0:
                 times[mode].append(time.perf_counter() - start)
     base = statistics.median(times["plain"])

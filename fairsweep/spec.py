@@ -200,11 +200,17 @@ class LinearizeConfig(Section):
 
 
 class FinetuneConfig(OptimConfig):
-    """KD finetuning of the linearized model; mu > 0 turns on Algorithm 1 (fairness-aware)."""
+    """KD finetuning of the linearized model; mu > 0 turns on the fairness-aware finetuning that
+    `mitigation` names."""
 
     epochs: int = Field(default=20, ge=1)
     lr: float = Field(default=1e-3, gt=0)
-    mu: float = Field(default=0.0, ge=0)  # multiplier step; 0 is plain KD
+    mu: float = Field(default=0.0, ge=0)  # multiplier step; 0 is plain KD (under algorithm1)
+    # algorithm1: the paper's Algorithm 1 (the penalty Σ λ_a·|L − L_a| carries gradient; λ grows by µ ×
+    # the epoch's violation). released_code: what the paper's released code computes: the penalty is
+    # detached (µ changes the logged multipliers, never the weights), the KD term is divided by the
+    # number of classes, and λ grows by µ × the sum of the epoch's per-batch violations
+    mitigation: Literal["algorithm1", "released_code"] = "algorithm1"
     temperature: float = Field(default=4.0, gt=0)
     batch_size: int | None = Field(default=256, ge=1)
     # re-initialize the linearized model's weights (masks kept) and train it with cross-entropy, no

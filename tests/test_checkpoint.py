@@ -48,6 +48,12 @@ def snl_finetune_raw(tiny_raw):
     return tiny_raw
 
 
+def released_code_finetune_raw(tiny_raw):
+    tiny_raw = snl_finetune_raw(tiny_raw)
+    tiny_raw["finetune"]["mitigation"] = "released_code"  # its multipliers and per-batch violation sums carried
+    return tiny_raw
+
+
 def deepreduce_raw(tiny_raw):
     tiny_raw["linearize"] = {"method": "deepreduce", "budget": 400,
                              "deepreduce": {"epochs": 4, "lr": 0.05, "width_factors": [1.0, 0.5]}}
@@ -55,8 +61,9 @@ def deepreduce_raw(tiny_raw):
 
 
 @pytest.mark.parametrize("make_raw, kind", [(snl_finetune_raw, "base"), (snl_finetune_raw, "linearize"),
-                                            (snl_finetune_raw, "finetune"), (deepreduce_raw, "linearize")],
-                         ids=["base", "snl", "finetune", "deepreduce"])
+                                            (snl_finetune_raw, "finetune"), (released_code_finetune_raw, "finetune"),
+                                            (deepreduce_raw, "linearize")],
+                         ids=["base", "snl", "finetune", "finetune-released_code", "deepreduce"])
 def test_a_stage_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(tmp_path, tiny_raw, make_raw, kind):
     raw = make_raw(tiny_raw)
     raw["diagnostics"] = NO_DIAGNOSTICS

@@ -76,6 +76,23 @@ def test_unknown_names_list_the_valid_ones(tiny_raw, section, key, bad, names):
     assert f"`{bad}`" in text and f"did you mean `{names}`" in text and "Available:" in text
 
 
+def test_unknown_mitigation_lists_the_valid_ones(tiny_raw):
+    tiny_raw["finetune"]["mitigation"] = "foo"
+    text = problems(tiny_raw)
+    assert "`finetune.mitigation`: input should be 'algorithm1' or 'released_code', got 'foo'." == text
+    tiny_raw["finetune"]["mitigation"] = "released_code"
+    assert validate_spec(tiny_raw).finetune.mitigation == "released_code"
+    del tiny_raw["finetune"]["mitigation"]
+    assert validate_spec(tiny_raw).finetune.mitigation == "algorithm1"  # the default: Algorithm 1
+
+
+def test_the_mitigation_is_part_of_the_finetune_stage_identity_only(tiny_raw):
+    a = make_plan(validate_spec(tiny_raw)).trials[0]
+    tiny_raw["finetune"]["mitigation"] = "released_code"
+    b = make_plan(validate_spec(tiny_raw)).trials[0]
+    assert a.stages["linearize"].id == b.stages["linearize"].id and a.stages["finetune"].id != b.stages["finetune"].id
+
+
 def test_all_problems_reported_together(tiny_raw):
     tiny_raw["finetune"]["mu"] = -1
     tiny_raw["base"]["epochz"] = 3
@@ -160,6 +177,13 @@ def test_cli_rejects_bad_specs_with_status_2(tmp_path, tiny_raw, mutate, expect)
         assert expect in " ".join(result.stderr.split())
         assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()  # no work started
+
+
+def test_cli_unknown_mitigation_is_one_paragraph_and_status_2(tmp_path):
+    result = cli("validate", str(MU_ABLATION), "--set", "finetune.mitigation=foo", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "`finetune.mitigation`: input should be 'algorithm1' or 'released_code', got 'foo'." in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_cli_missing_spec_file(tmp_path):

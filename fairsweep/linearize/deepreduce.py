@@ -22,7 +22,7 @@ from fairsweep.data import Splits
 from fairsweep.linearize import Linearized, count_relus, register_linearizer
 from fairsweep.models import create_model, default_width, input_problem, relu_sites, stage_of
 from fairsweep.train.checkpoint import EpochCheckpoint
-from fairsweep.train.losses import kd_per_sample
+from fairsweep.train.losses import kd_loss, mean_objective
 
 
 @dataclass(frozen=True)
@@ -115,15 +115,7 @@ def deepreduce(base: nn.Module, splits: Splits, spec, budget: int, generator: to
         raise ValueError(f"no DeepReDuce configuration of {spec.model.arch} has at most {budget} ReLUs")
     device = next(base.parameters()).device
     model = build_configured(spec.model.arch, len(splits.train.class_names), input_shape, config).to(device)
-    teacher = base.eval()
-    temperature = spec.linearize.temperature
-
-    def loss_fn(m, x, y, g):
-        with torch.no_grad():
-            teacher_logits = teacher(x)
-        per_sample = 0.5 * kd_per_sample(m(x), teacher_logits, y, temperature)  # 0.5·CE + 0.5·T²·KL
-        return per_sample.mean(), per_sample
-
-    history = fit(model, splits, cfg, spec.data.batch_size, generator, loss_fn, checkpoint=checkpoint)
+    kd = kd_loss(base.eval(), spec.linearize.temperature, ce_weight=0.5, kd_weight=0.5)  # 0.5·CE + 0.5·T²·KL
+    history = fit(model, splits, cfg, spec.data.batch_size, generator, mean_objective(kd), checkpoint=checkpoint)
     return Linearized(model, history, architecture={"width": config.width, "resolution": config.resolution_factor},
                       selected=config.record())

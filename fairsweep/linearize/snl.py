@@ -20,7 +20,7 @@ from fairsweep.linearize import Linearized, count_relus, register_linearizer
 from fairsweep.models.sites import relu_sites
 from fairsweep.train.checkpoint import EpochCheckpoint
 from fairsweep.train.loop import EpochSummary, train
-from fairsweep.train.losses import kd_per_sample
+from fairsweep.train.losses import kd_loss
 
 SNL_NOT_CONVERGED = (
     "SNL did not reach its budget of {budget} ReLUs within linearize.max_epochs={epochs} epochs "
@@ -48,10 +48,10 @@ def snl(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Gen
     def live_gates() -> int:
         return int(sum((gate > cfg.threshold).sum() for gate in gates))
 
+    kd = kd_loss(teacher, cfg.temperature)  # CE + T²·KL
+
     def loss_fn(m: nn.Module, x, y, g):
-        with torch.no_grad():
-            teacher_logits = teacher(x)
-        per_sample = kd_per_sample(m(x), teacher_logits, y, cfg.temperature)
+        per_sample = kd(m, x, y)  # (N,)
         l1 = torch.stack([gate.abs().sum() for gate in gates]).sum()
         return per_sample.mean() + lam * l1, per_sample
 

@@ -3,7 +3,7 @@
 The training loop saves, every `every` epochs, all that its next epoch depends on: the model,
 optimizer and scheduler state, the batch-order generator, torch's global RNG, and whatever the code
 around the loop carries across epochs (registered with `carry`: `fit`'s history and best-validation
-weights, Algorithm 1's multipliers, SNL's λ, lowest count and history). Restored, training goes on
+weights, a mitigation's multipliers, SNL's λ, lowest count and history). Restored, training goes on
 as if it had never stopped: on the CPU, bit for bit.
 
 One file per stage, written atomically (a reader sees the previous checkpoint or the new one); only

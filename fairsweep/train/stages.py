@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fairsweep.data import Splits
@@ -15,7 +14,8 @@ from fairsweep.spec import FinetuneConfig, OptimConfig, Spec
 from fairsweep.metrics.groups import evaluate
 from fairsweep.train.checkpoint import EpochCheckpoint
 from fairsweep.train.loop import EpochSummary, make_optimizer, make_scheduler, train
-from fairsweep.train.losses import fair_objective, kd_per_sample
+from fairsweep.train.losses import cross_entropy_loss, kd_loss, mean_objective
+from fairsweep.train.mitigation import make_mitigation
 
 
 def fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, generator: torch.Generator,
@@ -51,12 +51,8 @@ def fit(model: nn.Module, splits: Splits, cfg: OptimConfig, batch_size: int, gen
 def train_base(model: nn.Module, splits: Splits, spec: Spec, generator: torch.Generator,
                checkpoint: EpochCheckpoint | None = None) -> list[dict]:
     """Train `model` from scratch with cross-entropy."""
-
-    def loss_fn(m, x, y, g):
-        per_sample = F.cross_entropy(m(x), y, reduction="none")
-        return per_sample.mean(), per_sample
-
-    return fit(model, splits, spec.base, spec.data.batch_size, generator, loss_fn, checkpoint=checkpoint)
+    return fit(model, splits, spec.base, spec.data.batch_size, generator, mean_objective(cross_entropy_loss),
+               checkpoint=checkpoint)
 
 
 def linearize(base: nn.Module, splits: Splits, spec: Spec, generator: torch.Generator,
@@ -70,39 +66,23 @@ def linearize(base: nn.Module, splits: Splits, spec: Spec, generator: torch.Gene
 
 def finetune(student: nn.Module, teacher: nn.Module, splits: Splits, cfg: FinetuneConfig, batch_size: int,
              generator: torch.Generator, checkpoint: EpochCheckpoint | None = None) -> list[dict]:
-    """KD finetuning of `student` from `teacher`; with cfg.mu > 0, Algorithm 1 (fairness-aware).
+    """KD finetuning of `student` from `teacher` under the mitigation cfg.mitigation with step cfg.mu (see
+    `train.mitigation`): `algorithm1` is the paper's Algorithm 1 (fairness-aware), plain KD at µ = 0;
+    `released_code` is the authors' released code, CE + T²·KL / C whatever µ (µ moves only the multipliers).
     Batches of cfg.batch_size samples (`batch_size` where cfg sets none). With cfg.from_scratch the
-    student's weights are re-initialized (its masks kept) and the loss is cross-entropy, no teacher.
-
-    Multipliers start at zero, one per group; after each epoch
-    λ_a ← λ_a + µ·|L(S) − L_a(S)|, where L(S) and L_a(S) are the per-sample losses averaged
-    over the epoch's batches (the model moves during the epoch; no extra pass over S is made).
+    student's weights are re-initialized (its masks kept) and the base loss is cross-entropy, no teacher.
     """
     teacher.eval()
-    names = splits.train.group_names
-    multipliers = torch.zeros(len(names), device=splits.train.y.device)
+    mitigation = make_mitigation(cfg.mitigation, cfg.mu, splits.train.group_names, splits.train.y.device)
     if cfg.from_scratch:
         reinitialize(student)
+        base_loss = cross_entropy_loss
+    else:
+        base_loss = kd_loss(teacher, cfg.temperature, kl_over_classes=mitigation.kl_over_classes)
     if checkpoint is not None:
-        checkpoint.carry("multipliers", lambda: multipliers.cpu(), lambda saved: multipliers.copy_(saved))
-
-    def loss_fn(m, x, y, g):
-        logits = m(x)
-        if cfg.from_scratch:
-            per_sample = F.cross_entropy(logits, y, reduction="none")
-        else:
-            with torch.no_grad():
-                teacher_logits = teacher(x)
-            per_sample = kd_per_sample(logits, teacher_logits, y, cfg.temperature)
-        return fair_objective(per_sample, g, multipliers), per_sample
-
-    def update_multipliers(summary: EpochSummary) -> dict:
-        present = (summary.group_count > 0).to(multipliers.device)
-        violation = (summary.loss - summary.group_loss.to(multipliers.device)).abs() * present
-        multipliers.add_(cfg.mu * violation)
-        return {f"multiplier/{name}": float(v) for name, v in zip(names, multipliers)}
-
-    return fit(student, splits, cfg, batch_size, generator, loss_fn, update_multipliers, checkpoint)
+        mitigation.carry(checkpoint)
+    return fit(student, splits, cfg, batch_size, generator, mitigation.loss_fn(base_loss), mitigation.after_epoch,
+               checkpoint)
 
 
 @torch.no_grad()
