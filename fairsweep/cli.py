@@ -38,17 +38,18 @@ def _fail(exc: UserError) -> None:
 def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAGE) -> None:
     """Check a spec without running it and print the plan: trials and unique stages of each kind."""
     from fairsweep.spec import load_spec
-    from fairsweep.sweep.plan import make_plan
-    from fairsweep.sweep.runner import check_plan, describe_plan, local_resources
-    from fairsweep.sweep.search import probe_plan, study_name, study_url
+    from fairsweep.sweep.preflight import describe_plan, preflight
+    from fairsweep.sweep.ray_session import local_resources
+    from fairsweep.sweep.search import probe_points, study_name, study_url
 
     try:
         parsed = load_spec(spec, set_ or [])
-        plan = make_plan(parsed) if parsed.sweep.search is None else probe_plan(parsed)
+        points = probe_points(parsed) if parsed.sweep.search is not None else None
         # a spec for a cluster cannot have its resources checked here, only its content
-        data = check_plan(plan, None if parsed.resources.address else local_resources(), storage=storage)
+        checked = preflight(parsed, storage, None if parsed.resources.address else local_resources(), points=points)
     except UserError as exc:
         _fail(exc)
+    plan, data = checked.plan, checked.data
     search = parsed.sweep.search
     if search is None:
         info = describe_plan(plan, storage)
@@ -75,11 +76,12 @@ def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAG
         ) -> None:
     """Run a sweep; re-running the same command resumes it."""
     from fairsweep.spec import load_spec
-    from fairsweep.sweep.runner import run_sweep
+    from fairsweep.sweep.driver import run_sweep
+    from fairsweep.tracking import SweepTracking
 
     try:
         parsed = load_spec(spec, set_ or [])
-        outcome = run_sweep(parsed, storage, address=address, console=console)
+        outcome = run_sweep(parsed, storage, SweepTracking.of(parsed), address=address, console=console)
     except UserError as exc:
         _fail(exc)
     _print_outcome(parsed, outcome)
@@ -177,7 +179,8 @@ def pareto(
     import json
 
     from fairsweep.errors import unknown_name
-    from fairsweep.sweep.pareto import choose_objectives, parse_reference, pareto_front, plot_front, sweep_runs
+    from fairsweep.sweep.pareto import choose_objectives, parse_reference, pareto_front, plot_front
+    from fairsweep.tracking import sweep_runs
 
     try:
         if fmt not in ("table", "csv", "json"):
@@ -228,9 +231,10 @@ def _short(value) -> str:
 
 
 def _print_outcome(spec, outcome) -> None:
-    from fairsweep.sweep.runner import TABLE_METRICS, results_table
+    from fairsweep.sweep.results import TABLE_METRICS, records_frame, results_table
 
-    table = results_table(outcome)
+    keys = spec.sweep.varied_keys
+    table = results_table(records_frame(outcome.records.values(), keys), keys)
     if table is not None:
         metrics = [m for m in TABLE_METRICS if f"{m}_mean" in table.columns]
         keys = [c for c in table.columns if not any(c.startswith(m + "_") for m in metrics)]
@@ -239,10 +243,8 @@ def _print_outcome(spec, outcome) -> None:
         for _, row in table.iterrows():
             cells = [show(row[k]) for k in keys]
             for m in metrics:
-                mean, std = row[f"{m}_mean"], row[f"{m}_std"]
-                digits = 2 if m.endswith("_pct") else 4
-                cells.append("—" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-                             if not math.isnan(std) else f"{mean:.{digits}f}")
+                digits = 0 if m == "relu_count" else 2 if m.endswith("_pct") else 4
+                cells.append(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], digits))
             cells.append(str(int(row[f"{metrics[0]}_count"])))
             view.add_row(*cells)
         console.print(view)
@@ -255,11 +257,19 @@ def _print_outcome(spec, outcome) -> None:
                   highlight=False)
     if outcome.failed:
         console.print(f"[bold red]{len(outcome.failed)} trial(s) failed:[/]")
-        for name, error in outcome.failed.items():
+        for name, error in outcome.failed_names().items():
             console.print(f"  {name}: {error}", highlight=False, soft_wrap=True)
     uri = spec.tracking.uri
     console.print(f"MLflow: experiment '{spec.experiment}', sweep run {outcome.parent_run_id}. View it with:\n"
                   f"  mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
+
+
+def _mean_std(mean: float, std: float, digits: int) -> str:
+    """`mean ± std` to `digits` decimals; `—` for no value; never `-0.00`."""
+    if math.isnan(mean):
+        return "—"
+    text = f"{mean + 0.0:.{digits}f}".replace("-0." + "0" * digits, "0." + "0" * digits) if digits else f"{mean:.0f}"
+    return text if math.isnan(std) else f"{text} ± {std:.{digits}f}"
 
 
 def main() -> None:

@@ -57,6 +57,10 @@ DR_NO_CONFIGURATION = (
     "given; include 1.0 in width_factors and resolution_factors."
 )
 ARCH_INPUT = "{arch} cannot take a {shape} input: {reason}."
+STEM_RELU_NOT_TAKEN = (
+    "`{key}`: {arch} has no stem ReLU to keep or remove, got {value!r}; stem_relu applies to {taking}. "
+    "Leave model.stem_relu out for {arch}."
+)
 INPUT_NOT_ACCEPTED = "`model.arch`: {arch} cannot take the inputs of dataset `{dataset}` ({shape} per sample): {reason}."
 BUDGET_NOT_INTEGER = "`{key}`: an absolute budget (>= 1) must be a whole number of ReLUs, got {value!r}."
 NO_RAY_CLUSTER = (
@@ -66,6 +70,16 @@ NO_RAY_CLUSTER = (
 NO_GPU = (
     "`resources.device` is `cuda` but no CUDA GPU is visible to torch on this machine; "
     "use `--set resources.device=cpu`."
+)
+DATA_DIFFERS = (
+    "the data this worker ({host}) loaded for dataset `{dataset}` differs from the data the sweep was planned "
+    "with (content digest {ours}, planned {planned}): every node must see the same dataset files (and the "
+    "same $FAIRSWEEP_DATA or data.root)."
+)
+SNL_NOT_CONVERGED = (
+    "SNL did not reach its budget of {budget} ReLUs within linearize.snl.max_epochs={epochs} epochs "
+    "(still {live} live gates, λ={lam:.3g}); raise linearize.snl.max_epochs, linearize.snl.lambda_growth or "
+    "linearize.snl.lr."
 )
 RESOURCES_UNAVAILABLE = (
     "`resources.{key}` is {need} but {where} has {have} {unit}; a trial could never be scheduled. "

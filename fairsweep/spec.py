@@ -1,8 +1,12 @@
 """The sweep spec: YAML in, typed and validated pydantic models out.
 
-This is the only module that knows YAML. Every mistake becomes one paragraph naming the key,
-the bad value and what is accepted; all of a spec's mistakes are reported together, as a
-`UserError` (exit status 2), before any work starts.
+This is the only module that knows YAML, and it depends on nothing of fairsweep but `errors`: it
+checks what a spec says on its own (types, ranges, keys, the consistency of one section). What
+needs the registries or the data — whether a dataset, an architecture exists, which attributes a
+dataset has, whether a budget fits the model — is checked before any work by the sweep's
+pre-flight (`fairsweep.sweep.preflight`). Every mistake becomes one paragraph naming the key, the
+bad value and what is accepted; all of a spec's mistakes are reported together, as a `UserError`
+(exit status 2). Every field's description is what `docs/spec.md` shows (generated from here).
 """
 
 from __future__ import annotations
@@ -22,80 +26,63 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fairsweep import errors
 from fairsweep.errors import UserError
 
+# The linearization methods: each has a section of its own options under `linearize:` (the
+# linearizer registry holds exactly these, a test checks it).
+LINEARIZATION_METHODS = ("deepreduce", "random", "snl")
+MITIGATIONS = ("algorithm1", "released_code")
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _registered(what: str, name: str, names: list[str]) -> str:
-    if name not in names:
-        raise ValueError(errors.unknown_name(what, name, names))
-    return name
-
-
 class Imbalance(Section):
     """Keep a fraction of some classes, as the paper does to unbalance CIFAR-10."""
 
-    minority_classes: list[int] = Field(min_length=1)
-    minority_keep: float = Field(gt=0, le=1)
-    majority_keep: float = Field(default=1.0, gt=0, le=1)
+    minority_classes: list[int] = Field(min_length=1, description="class indices whose samples are thinned")
+    minority_keep: float = Field(gt=0, le=1, description="the fraction of each minority class kept")
+    majority_keep: float = Field(default=1.0, gt=0, le=1, description="the fraction of every other class kept")
 
 
 class CsvConfig(Section):
     """The CSV of an `imagefolder_csv` dataset: one row per image."""
 
-    path: str = "labels.csv"  # relative to the data root
-    file_column: str = "file"  # image paths, relative to the CSV's folder
-    target_column: str = "target"
-    group_column: str = "group"
-    classes: list[str] | None = None  # target values in class order; None: the values found, sorted
-    groups: list[str] | None = None  # group values in order; a value not listed is an error. None: all found
+    path: str = Field(default="labels.csv", description="the CSV, relative to the data root")
+    file_column: str = Field(default="file", description="image paths, relative to the CSV's folder")
+    target_column: str = Field(default="target", description="the target of each image")
+    group_column: str = Field(default="group", description="the group of each image")
+    classes: list[str] | None = Field(default=None, description="target values in class order; null: the values "
+                                                                "found, sorted (a value not listed is an error)")
+    groups: list[str] | None = Field(default=None, description="group values in order; null: all found (a value "
+                                                               "not listed is an error)")
 
 
 class DataConfig(Section):
-    """Which data, and how it is split. Leaving out `target`, `group` or `imbalance` gives the
-    dataset's defaults: its first target attribute, group = target, and (CIFAR-10) the paper's
-    imbalance."""
+    """Which data, and how it is split. `target`, `group`, `imbalance` and `test_fraction` left at their
+    defaults take the dataset's own: its first target attribute, group = target where the target is a
+    group attribute, the paper's imbalance for CIFAR-10, the published test set or the dataset's share."""
 
-    dataset: str = "digits"
-    root: str | None = None  # directory of a real dataset (else $FAIRSWEEP_DATA); embedded ones need none
-    target: str = "class"
-    group: str = "class"
-    imbalance: Imbalance | None = None
-    val_fraction: float = Field(default=0.15, gt=0, lt=1)  # of all samples; of the training set for
-    # datasets that ship a test set (cifar10, svhn)
-    test_fraction: float | None = Field(default=None, gt=0, lt=1)  # None: the dataset's own (published
-    # test set, or 20 % for utkface as the paper, 25 % otherwise)
-    min_group_size: int = Field(default=5, ge=1)  # fewest samples of any group in any split
-    batch_size: int = Field(default=64, ge=1)
-    augment: bool = True  # image datasets: random crop (4 px padding) and flip (not for svhn's digits)
-    image_size: int = Field(default=32, ge=4)  # utkface, imagefolder_csv: images are resized to this square
-    age_bins: list[int] = Field(default=[2, 13, 18, 65], min_length=2)  # utkface: lower edges of the
-    # age bins (the paper's 2-12, 13-17, 18-64, 65+); younger faces are left out when age is used
-    csv: CsvConfig = CsvConfig()  # imagefolder_csv only
-
-    @model_validator(mode="before")
-    @classmethod
-    def _dataset_defaults(cls, raw: Any) -> Any:
-        from fairsweep.data import DATASETS
-
-        name = raw.get("dataset", "digits") if isinstance(raw, dict) else None
-        if not isinstance(name, str) or name not in DATASETS.names():
-            return raw  # not a dict, or an unknown dataset that the field validator reports
-        info = DATASETS.get(name)
-        raw = dict(raw)
-        raw.setdefault("target", info.targets[0])
-        raw.setdefault("group", raw["target"] if raw["target"] in info.groups else info.groups[0])
-        if "imbalance" not in raw and info.default_imbalance is not None:
-            raw["imbalance"] = info.default_imbalance
-        return raw
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from fairsweep.data import list_datasets
-
-        return _registered("dataset", name, list_datasets())
+    dataset: str = Field(default="digits", description="a registered dataset (`fairsweep datasets` lists them)")
+    root: str | None = Field(default=None, description="the directory of a real dataset; null: $FAIRSWEEP_DATA. "
+                                                       "Embedded datasets need none")
+    target: str | None = Field(default=None, description="the attribute to classify; null: the dataset's first")
+    group: str | None = Field(default=None, description="the attribute whose groups are measured; null: the "
+                                                        "target where it is one, else the dataset's first")
+    imbalance: Imbalance | None | Literal["default"] = Field(
+        default="default", description="classes to thin before splitting; `default`: the dataset's own (CIFAR-10: "
+                                       "the paper's), null: none")
+    val_fraction: float = Field(default=0.15, gt=0, lt=1, description="held out for model selection: of all "
+                                "samples, or of the training set for datasets that ship a test set")
+    test_fraction: float | None = Field(default=None, gt=0, lt=1, description="held out for the metrics; null: "
+                                        "the published test set, 20 % for utkface as the paper, else 25 %")
+    min_group_size: int = Field(default=5, ge=1, description="fewest samples any group may have in any split")
+    batch_size: int = Field(default=64, ge=1, description="training batch size of the stages that set none")
+    augment: bool = Field(default=True, description="image datasets: random crop (4 px padding) and flip "
+                                                    "(svhn: no flip) of every training batch")
+    image_size: int = Field(default=32, ge=4, description="utkface, imagefolder_csv: images resized to this square")
+    age_bins: list[int] = Field(default=[2, 13, 18, 65], min_length=2, description="utkface: lower edges of the "
+                                "age bins in years (the paper's 2-12, 13-17, 18-64, 65+); younger faces are left out")
+    csv: CsvConfig = Field(default=CsvConfig(), description="imagefolder_csv only: the CSV's path and columns")
 
     @field_validator("age_bins")
     @classmethod
@@ -105,91 +92,96 @@ class DataConfig(Section):
         return edges
 
     @model_validator(mode="after")
-    def _consistent(self) -> DataConfig:
-        from fairsweep.data import dataset_info
-
-        info = dataset_info(self.dataset)
-        problems = []
-        if self.target not in info.targets:
-            problems.append(errors.unknown_name(f"target attribute of {self.dataset}", self.target, info.targets))
-        if self.group not in info.groups:
-            problems.append(errors.unknown_name(f"group attribute of {self.dataset}", self.group, info.groups))
-        if self.test_fraction is not None and info.test_fraction is None:
-            problems.append(f"{self.dataset} ships its own test set; leave test_fraction out")
-        test_fraction = self.test_fraction if self.test_fraction is not None else (info.test_fraction or 0.0)
-        if self.val_fraction + test_fraction >= 1:
-            problems.append(f"val_fraction + test_fraction must be < 1, got {self.val_fraction + test_fraction}")
-        if problems:
-            raise ValueError("; ".join(problems))
+    def _fractions(self) -> DataConfig:
+        if self.test_fraction is not None and self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction must be < 1, got {self.val_fraction + self.test_fraction}")
         return self
 
 
 class ModelConfig(Section):
-    arch: str = "small_cnn"
-    width: int | None = Field(default=None, ge=1)  # channels of the first stage; None: the architecture's own
-
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, name: str) -> str:
-        from fairsweep.models import list_models
-
-        return _registered("architecture", name, list_models())
+    arch: str = Field(default="small_cnn", description="a registered architecture (`fairsweep relus` counts one)")
+    width: int | None = Field(default=None, ge=1, description="channels of the first stage (hidden units of an "
+                                                              "mlp); null: the architecture's own")
+    stem_relu: bool | None = Field(default=None, description="resnet18/34: a ReLU after the stem (false: the SNL "
+                                   "authors' ResNet, whose ReLUs the paper's budgets count); null: the architecture's own")
 
 
 class OptimConfig(Section):
     """One optimization recipe: optimizer, learning rate, schedule, epochs."""
 
-    epochs: int = Field(ge=1)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=5e-4, ge=0)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    step_every: int = Field(default=30, ge=1)  # epochs between decays, for schedule=step
-    step_gamma: float = Field(default=0.1, gt=0, le=1)
-    select: Literal["best_val", "last"] = "last"  # which epoch's model the stage keeps
-    batch_size: int | None = Field(default=None, ge=1)  # None: data.batch_size
+    epochs: int = Field(ge=1, description="training epochs")
+    optimizer: Literal["sgd", "adam"] = Field(default="sgd", description="sgd (with momentum) or adam")
+    lr: float = Field(gt=0, description="learning rate")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="sgd's momentum")
+    weight_decay: float = Field(default=5e-4, ge=0, description="L2 weight decay")
+    schedule: Literal["cosine", "step", "constant"] = Field(default="cosine", description="learning-rate schedule")
+    step_every: int = Field(default=30, ge=1, description="schedule=step: epochs between decays")
+    step_gamma: float = Field(default=0.1, gt=0, le=1, description="schedule=step: the decay factor")
+    select: Literal["best_val", "last"] = Field(default="last", description="which epoch's model the stage keeps: "
+                                                "the best on the validation split, or the last")
+    batch_size: int | None = Field(default=None, ge=1, description="null: data.batch_size")
 
 
 class BaseConfig(OptimConfig):
-    """Training the base (all-ReLU) model from scratch."""
+    """Training the base (all-ReLU) model from scratch with cross-entropy."""
 
-    epochs: int = Field(default=30, ge=1)
-    lr: float = Field(default=0.05, gt=0)
-    select: Literal["best_val", "last"] = "best_val"
+    epochs: int = Field(default=30, ge=1, description="training epochs")
+    lr: float = Field(default=0.05, gt=0, description="learning rate")
+    select: Literal["best_val", "last"] = Field(default="best_val", description="which epoch's model the stage keeps")
+
+
+class SNLConfig(Section):
+    """Selective Network Linearization: gates on every unit, trained with Adam on CE + KD + λ·Σ|α|."""
+
+    lr: float = Field(default=1e-3, gt=0, description="Adam's learning rate, on weights and gates")
+    lambda_init: float = Field(default=1e-5, gt=0, description="λ at the start")
+    lambda_growth: float = Field(default=1.1, ge=1, description="λ's factor after an epoch whose live count did "
+                                                                "not fall below its lowest")
+    lambda_warmup: int = Field(default=5, ge=0, description="epochs before λ may grow (5, as both SNL codebases)")
+    threshold: float = Field(default=0.01, gt=0, lt=1, description="a gate above it counts as a live ReLU")
+    temperature: float = Field(default=4.0, gt=0, description="the KD temperature T")
+    max_epochs: int = Field(default=300, ge=1, description="the stage fails, saying so, if the budget is not "
+                                                           "reached by then")
+    batch_size: int | None = Field(default=None, ge=1, description="null: data.batch_size")
 
 
 class DeepReduceConfig(OptimConfig):
     """DeepReDuce: the reshaping factors to enumerate (with every culling and thinning option), and the
-    KD training of the selected model (0.5·CE + 0.5·T²·KL, T = linearize.temperature)."""
+    training of the selected model: KD from the base model (0.5·CE + 0.5·T²·KL), which is DeepReDuce's
+    finetuning step, so `finetune.mu` and `finetune.mitigation` apply here (Algorithm 1 replaces it)."""
 
-    width_factors: list[Annotated[float, Field(gt=0)]] = Field(default=[1.0, 0.5], min_length=1)  # α
-    resolution_factors: list[Annotated[float, Field(gt=0, le=1)]] = Field(default=[1.0, 0.5], min_length=1)  # ρ
-    epochs: int = Field(default=200, ge=1)  # the published recipe's
-    lr: float = Field(default=0.1, gt=0)
-    select: Literal["best_val", "last"] = "best_val"
+    width_factors: list[Annotated[float, Field(gt=0)]] = Field(default=[1.0, 0.5], min_length=1,
+                                                               description="channel factors α to enumerate")
+    resolution_factors: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default=[1.0, 0.5], min_length=1, description="input-resolution factors ρ to enumerate, in (0, 1]")
+    temperature: float = Field(default=4.0, gt=0, description="the KD temperature T")
+    epochs: int = Field(default=200, ge=1, description="training epochs (the published recipe's)")
+    lr: float = Field(default=0.1, gt=0, description="learning rate")
+    select: Literal["best_val", "last"] = Field(default="best_val", description="which epoch's model the stage keeps")
+    finetune: bool = Field(default=False, description="also run the finetune stage after DeepReDuce's training")
+
+
+class RandomConfig(Section):
+    """Random linearization: a seeded random subset of the units stays ReLU; no training, no options."""
 
 
 class LinearizeConfig(Section):
-    """Linearizing the base model to a ReLU budget: SNL (the keys below), DeepReDuce (`deepreduce`), as
-    described in DESIGN.md, or `random` (a seeded random subset of the units, no training)."""
+    """Linearizing the base model to a ReLU budget with `method`; each method's options are its own
+    section (`snl`, `deepreduce`, `random`), and only the chosen method's are part of what it computes."""
 
-    method: str = "snl"
-    budget: float = Field(default=0.1, gt=0)  # < 1: fraction of the model's ReLUs; >= 1: a count
-    lr: float = Field(default=1e-3, gt=0)  # Adam, on weights and gates
-    lambda_init: float = Field(default=1e-5, gt=0)
-    lambda_growth: float = Field(default=1.1, ge=1)
-    threshold: float = Field(default=0.01, gt=0, lt=1)  # a gate above it counts as a live ReLU
-    temperature: float = Field(default=4.0, gt=0)
-    max_epochs: int = Field(default=300, ge=1)  # fail clearly if the budget is not reached by then
-    deepreduce: DeepReduceConfig = DeepReduceConfig()
+    method: str = Field(default="snl", description="snl, deepreduce or random")
+    budget: float = Field(default=0.1, gt=0, description="below 1: a fraction of the model's ReLUs; from 1: a "
+                                                         "count (a whole number)")
+    snl: SNLConfig = Field(default=SNLConfig(), description="SNL's options")
+    deepreduce: DeepReduceConfig = Field(default=DeepReduceConfig(), description="DeepReDuce's options")
+    random: RandomConfig = Field(default=RandomConfig(), description="random linearization (no options)")
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, name: str) -> str:
-        from fairsweep.linearize import list_linearizers
-
-        return _registered("linearization method", name, list_linearizers())
+        if name not in LINEARIZATION_METHODS:
+            raise ValueError(errors.unknown_name("linearization method", name, LINEARIZATION_METHODS))
+        return name
 
     @field_validator("budget")
     @classmethod
@@ -198,40 +190,47 @@ class LinearizeConfig(Section):
             raise ValueError(f"an absolute budget (>= 1) must be a whole number of ReLUs, got {budget!r}")
         return budget
 
+    @property
+    def options(self) -> SNLConfig | DeepReduceConfig | RandomConfig:
+        """The chosen method's section."""
+        return getattr(self, self.method)
+
 
 class FinetuneConfig(OptimConfig):
-    """KD finetuning of the linearized model; mu > 0 turns on the fairness-aware finetuning that
-    `mitigation` names."""
+    """KD finetuning of the linearized model; mu > 0 turns on the fairness-aware finetuning."""
 
-    epochs: int = Field(default=20, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    mu: float = Field(default=0.0, ge=0)  # multiplier step; 0 is plain KD (under algorithm1)
-    # algorithm1: the paper's Algorithm 1 (the penalty Σ λ_a·|L − L_a| carries gradient; λ grows by µ ×
-    # the epoch's violation). released_code: what the paper's released code computes: the penalty is
-    # detached (µ changes the logged multipliers, never the weights), the KD term is divided by the
-    # number of classes, and λ grows by µ × the sum of the epoch's per-batch violations
-    mitigation: Literal["algorithm1", "released_code"] = "algorithm1"
-    temperature: float = Field(default=4.0, gt=0)
-    batch_size: int | None = Field(default=256, ge=1)
-    # re-initialize the linearized model's weights (masks kept) and train it with cross-entropy, no
-    # teacher: the paper's Figure 2 comparison of two models trained from scratch
-    from_scratch: bool = False
+    epochs: int = Field(default=20, ge=1, description="training epochs")
+    lr: float = Field(default=1e-3, gt=0, description="learning rate")
+    mu: float = Field(default=0.0, ge=0, description="the multipliers' step µ; 0 is plain KD")
+    # algorithm1: the paper's Algorithm 1, the penalty with gradient. released_code: the paper's released
+    # code — a detached penalty (µ changes only the multipliers), the KD term divided by the number of
+    # classes, the multipliers grown by µ × the sum of the epoch's per-batch violations.
+    mitigation: Literal["algorithm1", "released_code"] = Field(
+        default="algorithm1", description="algorithm1 (the paper's Algorithm 1) or released_code (what the "
+                                          "paper's released code computes; see docs/algorithms.md)")
+    temperature: float = Field(default=4.0, gt=0, description="the KD temperature T")
+    batch_size: int | None = Field(default=256, ge=1, description="the paper's 256; null: data.batch_size")
+    from_scratch: bool = Field(default=False, description="re-initialize the linearized model (masks kept) and "
+                               "train it with cross-entropy, no teacher: the paper's Figure 2 comparison")
 
 
 class DiagnosticsConfig(Section):
     """The paper's per-group diagnostics of a trial's final and base models (section 4, Theorem 4.4).
 
-    Computed on the evaluation split, with at most `max_samples_per_group` samples of each group
-    (the first ones in the split's seeded order), in eval mode, on the cross-entropy loss.
+    Computed on the evaluation split, in eval mode, on the cross-entropy loss, over at most
+    `max_samples_per_group` samples of each group drawn at random (seeded by the trial's seed).
     """
 
-    grad_norms: bool = True  # group_grad_norm/<g>: ‖∇θ mean loss over the group‖₂
-    margins: bool = True  # group_margin/<g>: mean softmax top-1 − top-2 probability
-    hessian: bool = True  # group_hessian_eig/<g>: top Hessian eigenvalue by power iteration on HVPs
-    bound: bool = True  # bound/<g> and excess_loss/<g> (Theorem 4.4); needs grad_norms and hessian
-    max_samples_per_group: int | None = Field(default=256, ge=1)  # None: every sample
-    hessian_iters: int = Field(default=50, ge=1)
-    hessian_tol: float = Field(default=1e-3, gt=0)  # stop when the estimate moves less than this, relatively
+    grad_norms: bool = Field(default=True, description="group_grad_norm/<g>: ‖∇θ mean loss over the group‖₂")
+    margins: bool = Field(default=True, description="group_margin/<g>: mean softmax top-1 − top-2 probability")
+    hessian: bool = Field(default=True, description="group_hessian_eig/<g>: top Hessian eigenvalue (power "
+                                                    "iteration on Hessian-vector products)")
+    bound: bool = Field(default=True, description="bound/<g>, excess_loss/<g>: Theorem 4.4; needs grad_norms "
+                                                  "and hessian")
+    max_samples_per_group: int | None = Field(default=256, ge=1, description="samples drawn per group; null: all")
+    hessian_iters: int = Field(default=50, ge=1, description="at most this many power iterations")
+    hessian_tol: float = Field(default=1e-3, gt=0, description="stop when the estimate moves less than this, "
+                                                               "relatively")
 
     @model_validator(mode="after")
     def _bound_inputs(self) -> DiagnosticsConfig:
@@ -241,8 +240,8 @@ class DiagnosticsConfig(Section):
         return self
 
 
-# The scalar metrics of a trial record (DESIGN.md's contract) that a search or a Pareto front can
-# optimize; per-group keys (`group_acc/<g>`) depend on the data and are left out.
+# The scalar metrics of a trial record that a search or a Pareto front can optimize; per-group keys
+# (`group_acc/<g>`) depend on the data and are left out.
 OBJECTIVE_METRICS = ("acc", "worst_group_acc", "acc_gap", "drop_gap_pct", "relu_count", "relu_fraction",
                      "param_dist", "bound_holds_frac")
 Direction = Literal["max", "min"]
@@ -252,12 +251,12 @@ class SearchParam(Section):
     """One dimension of a search space: `float` or `int` between low and high (log-uniform with
     `log: true`), or `categorical` over `choices`."""
 
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = Field(default=None, gt=0)  # a grid step within [low, high]; not with log
-    choices: list[Any] | None = Field(default=None, min_length=1)
+    type: Literal["float", "int", "categorical"] = Field(description="float, int or categorical")
+    low: float | None = Field(default=None, description="float, int: the lowest value")
+    high: float | None = Field(default=None, description="float, int: the highest value")
+    log: bool = Field(default=False, description="draw log-uniformly (low > 0)")
+    step: float | None = Field(default=None, gt=0, description="a grid step within [low, high]; not with log")
+    choices: list[Any] | None = Field(default=None, min_length=1, description="categorical: the values")
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchParam:
@@ -293,18 +292,19 @@ class SearchConfig(Section):
     maps metric names to `max` or `min`. Each Optuna trial runs `seeds_per_trial` fairsweep trials
     (seeds spec.seed, spec.seed + 1, ...) and its objective values are their means."""
 
-    space: dict[str, SearchParam] = Field(min_length=1)
-    objectives: dict[str, Direction] = Field(min_length=1)
-    n_trials: int = Field(default=20, ge=1)  # finished Optuna trials the study should hold
-    seeds_per_trial: int = Field(default=1, ge=1)
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
-    sampler_seed: int | None = 0  # None: unseeded, not reproducible
+    space: dict[str, SearchParam] = Field(min_length=1, description="dotted spec key -> distribution")
+    objectives: dict[str, Direction] = Field(min_length=1, description="metric -> max or min")
+    n_trials: int = Field(default=20, ge=1, description="finished Optuna trials the study should hold")
+    seeds_per_trial: int = Field(default=1, ge=1, description="seeds each Optuna trial runs")
+    sampler: Literal["tpe", "nsga2", "random"] = Field(default="tpe", description="Optuna's sampler")
+    sampler_seed: int | None = Field(default=0, description="null: unseeded, not reproducible")
 
 
 class SweepConfig(Section):
-    grid: dict[str, list[Any]] = Field(default_factory=dict)  # dotted key -> values
-    search: SearchConfig | None = None  # instead of the grid: an Optuna search
-    max_concurrent_trials: int | None = Field(default=None, ge=1)
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted spec key -> values; every "
+                                                                         "combination is a trial")
+    search: SearchConfig | None = Field(default=None, description="instead of the grid: an Optuna search")
+    max_concurrent_trials: int | None = Field(default=None, ge=1, description="null: as many as the resources allow")
 
     @property
     def varied_keys(self) -> list[str]:
@@ -315,13 +315,14 @@ class SweepConfig(Section):
 
 
 class ResourcesConfig(Section):
-    cpus_per_trial: float = Field(default=1.0, gt=0)
-    gpus_per_trial: float = Field(default=0.0, ge=0)
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
-    max_failures: int = Field(default=1, ge=0)  # Ray Tune retries of a failed trial
-    # epochs between a training stage's checkpoints (a retried trial resumes the stage from the last); 0: none
-    checkpoint_every: int = Field(default=1, ge=0)
-    address: str | None = None  # an existing Ray cluster; None starts a local one
+    cpus_per_trial: float = Field(default=1.0, gt=0, description="CPUs each trial reserves (torch's threads)")
+    gpus_per_trial: float = Field(default=0.0, ge=0, description="GPUs each trial reserves (fractional to share)")
+    device: Literal["cpu", "cuda", "auto"] = Field(default="cpu", description="where trials train")
+    max_failures: int = Field(default=1, ge=0, description="Ray Tune's retries of a failed trial")
+    checkpoint_every: int = Field(default=1, ge=0, description="epochs between a training stage's checkpoints "
+                                                               "(a retry resumes from the last); 0: none")
+    address: str | None = Field(default=None, description="an existing Ray cluster (auto, HOST:PORT); null: a "
+                                                          "local Ray")
 
     @model_validator(mode="after")
     def _gpu_reserved(self) -> ResourcesConfig:
@@ -332,14 +333,15 @@ class ResourcesConfig(Section):
 
 
 class TrackingConfig(Section):
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str | None = None  # defaults to the sweep's name
-    log_models: bool = True
+    uri: str = Field(default="sqlite:///mlflow.db", description="MLflow's tracking URI")
+    experiment: str | None = Field(default=None, description="null: the spec's name")
+    log_models: bool = Field(default=True, description="log each trial's final model")
 
 
 class Spec(Section):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    seed: int = Field(default=0, ge=0)
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="the sweep's name; default: the "
+                                                                            "spec file's name")
+    seed: int = Field(default=0, ge=0, description="the seed (varied by the grid as `seed`)")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     base: BaseConfig = BaseConfig()
@@ -357,7 +359,7 @@ class Spec(Section):
     def content_hash(self) -> str:
         """Identity of what the sweep computes (resources and tracking do not change results)."""
         content = self.model_dump(mode="json", exclude={"resources", "tracking"})
-        if content["sweep"]["search"] is None:  # grid sweeps keep the hashes they had before search existed
+        if content["sweep"]["search"] is None:
             del content["sweep"]["search"]
         else:  # raising n_trials continues the same search (its Optuna study and MLflow run)
             del content["sweep"]["search"]["n_trials"]
@@ -369,7 +371,7 @@ class Spec(Section):
         raw["sweep"]["grid"] = {}
         raw["sweep"]["search"] = None
         for key, value in values.items():
-            _set_dotted(raw, key.split("."), value)
+            set_dotted(raw, key.split("."), value)
         return Spec.model_validate(raw)
 
     def grid_points(self) -> list[dict[str, Any]]:
@@ -423,7 +425,7 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         ):
             grid[key] = value if isinstance(value, list) else [value]
         else:
-            _set_dotted(raw, key.split("."), value)
+            set_dotted(raw, key.split("."), value)
     if problems:
         raise UserError(problems)
     return raw
@@ -497,11 +499,9 @@ def _varied_key_problem(where: str, key: str) -> str | None:
     """A grid or search-space key must be a spec key outside `sweep`."""
     if key == "sweep" or key.startswith("sweep."):
         return f"`sweep.{where}.{key}`: a sweep cannot vary its own settings."
-    if _field_at(key) is None:
+    if field_at(key) is None:
         parent, _, leaf = key.rpartition(".")
-        valid = _valid_keys(parent)
-        return errors.UNKNOWN_KEY.format(key=f"sweep.{where}.{key}", hint=errors.did_you_mean(leaf, valid),
-                                         valid=", ".join(valid))
+        return unknown_key(f"sweep.{where}.{key}", parent, leaf)
     return None
 
 
@@ -511,7 +511,7 @@ def _value_problems(raw: dict, label: str, key: str, values: list[Any]) -> list[
     for value in values:
         trial = copy.deepcopy(raw)
         trial["sweep"] = {}
-        _set_dotted(trial, key.split("."), value)
+        set_dotted(trial, key.split("."), value)
         try:
             Spec.model_validate(trial)
         except ValidationError as exc:
@@ -523,19 +523,56 @@ def _value_problems(raw: dict, label: str, key: str, values: list[Any]) -> list[
 
 def _paragraphs(exc: ValidationError) -> list[str]:
     out = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
+    for err in _one_per_union(exc.errors()):
+        loc = [str(p) for p in err["loc"] if not _is_union_branch(p)]
         key = ".".join(loc)
         if err["type"] == "extra_forbidden":
-            parent = ".".join(loc[:-1])
-            valid = _valid_keys(parent)
-            out.append(errors.UNKNOWN_KEY.format(key=key, hint=errors.did_you_mean(loc[-1], valid),
-                                                 valid=", ".join(valid)))
+            out.append(unknown_key(key, ".".join(loc[:-1]), loc[-1]))
         elif err["type"] == "missing":
             out.append(f"`{key}` is required.")
         else:
             out.append(errors.BAD_VALUE.format(key=key or "spec", reason=_reason(err), value=err.get("input")))
     return out
+
+
+def _is_union_branch(part: Any) -> bool:
+    """pydantic names the branch of a union it tried (`Imbalance`, `literal['default']`) in an error's location."""
+    return isinstance(part, str) and (part[:1].isupper() or part.startswith(("literal[", "function-")))
+
+
+def _one_per_union(errs: list[dict]) -> list[dict]:
+    """pydantic reports a value that fits no member of a union (`imbalance: Imbalance | null | 'default'`)
+    once per member. Where a member is a section and the value a mapping, what is wrong inside it is the
+    mistake; otherwise the members' reasons become one error ("... or ...")."""
+    out: list[dict] = []
+    unions: dict[tuple, list[dict]] = {}
+    for err in errs:
+        loc = err["loc"]
+        branch = next((i for i, part in enumerate(loc) if _is_union_branch(part)), None)
+        if branch is None:
+            out.append(err)
+        else:
+            unions.setdefault(tuple(loc[:branch]), []).append({**err, "branch_depth": len(loc) - branch})
+    for loc, members in unions.items():
+        inside = [e for e in members if e["branch_depth"] > 1]  # errors within a section member's fields
+        if inside:
+            out.extend(inside)
+        else:
+            reasons = " or ".join(dict.fromkeys(_reason(e) for e in members))
+            out.append({"type": "union", "loc": loc, "msg": reasons, "input": members[0].get("input")})
+    return out
+
+
+def unknown_key(key: str, parent: str, leaf: str) -> str:
+    """An unknown key's paragraph: the closest valid key, and — for an option another section holds (as
+    `linearize.lr`, which is SNL's: `linearize.snl.lr`) — where it lives."""
+    valid = _valid_keys(parent)
+    hint = errors.did_you_mean(leaf, valid)
+    elsewhere = [f"{parent}.{name}.{leaf}" for name in valid
+                 if (sub := _model_at(f"{parent}.{name}" if parent else name)) is not None and leaf in sub.model_fields]
+    if elsewhere:
+        hint = f" (it is an option of a section here: {', '.join(f'`{k}`' for k in elsewhere)})"
+    return errors.UNKNOWN_KEY.format(key=key, hint=hint, valid=", ".join(valid))
 
 
 def _reason(err: dict) -> str:
@@ -546,7 +583,7 @@ def _reason(err: dict) -> str:
     return msg[0].lower() + msg[1:] if msg else msg
 
 
-def _set_dotted(raw: dict, path: list[str], value: Any) -> None:
+def set_dotted(raw: dict, path: list[str], value: Any) -> None:
     node = raw
     for part in path[:-1]:
         nxt = node.get(part)
@@ -568,7 +605,8 @@ def _model_at(dotted: str) -> type[BaseModel] | None:
     return model
 
 
-def _field_at(dotted: str):
+def field_at(dotted: str):
+    """The pydantic field at a dotted spec key (`finetune.mu`), or None if there is none."""
     parent, _, leaf = dotted.rpartition(".")
     model = _model_at(parent)
     return None if model is None else model.model_fields.get(leaf)
@@ -587,7 +625,7 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
 
 
 def _is_list_field(dotted: str) -> bool:
-    field = _field_at(dotted)
+    field = field_at(dotted)
     if field is None:
         return False
     ann = field.annotation

@@ -11,10 +11,15 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fairsweep import __version__
+from fairsweep.sweep.records import TrialRecord
+
+if TYPE_CHECKING:
+    from fairsweep.spec import Spec
 
 ROLE_TAG = "fairsweep.role"
 SPEC_HASH_TAG = "fairsweep.spec_hash"
@@ -148,18 +153,18 @@ class Tracker:
         self.client.log_dict(run_id, summary, "pareto/front.json")
         self.client.log_artifact(run_id, str(plot), "pareto")
 
-    def log_trial(self, parent_id: str, record: dict, curves: dict[str, list[float]], model=None) -> str:
+    def log_trial(self, parent_id: str, record: TrialRecord, curves: dict[str, list[float]], model=None) -> str:
         """A child run with the trial's params, metrics, curves (metric histories) and model."""
         import mlflow
         from mlflow.entities import Metric
 
-        tags = {PARENT_TAG: parent_id, TRIAL_TAG: record["trial_id"], ROLE_TAG: "trial"}
-        tags.update({f"fairsweep.stage.{kind}": stage_id for kind, stage_id in record["stages"].items()})
-        run_id = self.client.create_run(self.experiment_id, run_name=record["name"], tags=tags).info.run_id
-        spec = dict(record["spec"])
+        tags = {PARENT_TAG: parent_id, TRIAL_TAG: record.trial_id, ROLE_TAG: "trial"}
+        tags.update({f"fairsweep.stage.{kind}": stage_id for kind, stage_id in record.stages.items()})
+        run_id = self.client.create_run(self.experiment_id, run_name=record.name, tags=tags).info.run_id
+        spec = dict(record.spec)
         spec.pop("sweep", None)
         params = flatten(spec)
-        params.update(flatten(record.get("linearization", {}), "linearize.selected."))
+        params.update(flatten(record.linearization, "linearize.selected."))
         self._log_params(run_id, params)
         with mlflow.start_run(run_id=run_id):  # leaving the block marks the run FINISHED, last
             model_id = None
@@ -174,13 +179,13 @@ class Tracker:
                 model_id = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
                                                     pip_requirements=requirements).model_id
             now = _now_ms()
-            metrics = [Metric(k, _finite_or_nan(v), now, 0, model_id=model_id) for k, v in record["metrics"].items()]
-            metrics.extend(Metric(k, float(v), now, 0) for k, v in group_size_metrics(record["group_sizes"]).items())
+            metrics = [Metric(k, _finite_or_nan(v), now, 0, model_id=model_id) for k, v in record.metrics.items()]
+            metrics.extend(Metric(k, float(v), now, 0) for k, v in group_size_metrics(record.group_sizes).items())
             for key, values in curves.items():
                 metrics.extend(Metric(key, _finite_or_nan(v), now, step) for step, v in enumerate(values))
             for start in range(0, len(metrics), 1000):
                 self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
-            self.client.log_dict(run_id, record, "trial.json")
+            self.client.log_dict(run_id, record.to_json(), "trial.json")
         return run_id
 
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
@@ -209,7 +214,7 @@ def experiment_names(uri: str) -> list[str]:
 
 def group_size_metrics(group_sizes: dict[str, dict[str, int]]) -> dict[str, int]:
     """`group_size/<split>/<g>`: the samples of each group in each split (the paper prints them)."""
-    from fairsweep.metrics.groups import safe_key
+    from fairsweep.metrics.values import safe_key
 
     return {f"group_size/{split}/{safe_key(g)}": n for split, sizes in group_sizes.items() for g, n in sizes.items()}
 
@@ -223,3 +228,86 @@ def _now_ms() -> int:
 def _finite_or_nan(value: Any) -> float:
     value = float(value)
     return value if math.isfinite(value) else math.nan
+
+
+class SweepTracking:
+    """The sweep driver's MLflow (`fairsweep.sweep.driver.Tracking`): the spec's experiment at its tracking
+    URI, opened when the driver asks (on a thread of its own, while Ray starts)."""
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri, self.experiment = uri, experiment
+        self.tracker: Tracker | None = None
+
+    @classmethod
+    def of(cls, spec) -> SweepTracking:
+        return cls(spec.tracking.uri, spec.experiment)
+
+    def open_sweep(self, spec, num_trials: int) -> tuple[str, dict[str, str]]:
+        self.tracker = Tracker(self.uri, self.experiment)
+        parent = self.tracker.sweep_run(spec, num_trials)
+        return parent, self.tracker.finished_trials(parent)
+
+    def log_trial(self, parent_id: str, trial, record: TrialRecord, storage: Path) -> str:
+        return log_trial(self.tracker, parent_id, trial, record, storage)
+
+    def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        self.tracker.log_missing_metrics(run_id, metrics)
+
+    def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], failed: bool) -> None:
+        self.tracker.finish_sweep(run_id, table_csv, summary, failed)
+
+
+def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage: Path) -> str:
+    """Log a finished trial with its stages' curves (`<kind>/<key>`, one point per epoch) and its final model."""
+    from fairsweep.sweep.store import StageStore
+
+    store = StageStore(storage)
+    curves: dict[str, list[float]] = {}
+    for kind, stage in trial.stages.items():
+        if not store.has(stage):
+            continue
+        history = store.result(stage).history
+        for key in sorted({k for row in history for k in row} - {"epoch"}):
+            curves[f"{kind}/{key}"] = [row.get(key, math.nan) for row in history]
+    model = store.load_model(trial.final) if trial.spec.tracking.log_models and store.has(trial.final) else None
+    return tracker.log_trial(parent, record, curves, model)
+
+
+@dataclass
+class SweepRuns:
+    """A finished (or partly finished) sweep as MLflow holds it."""
+
+    spec: Spec
+    parent_run_id: str
+    runs: list[dict]  # its finished trial runs: {"run_id", "params", "metrics"}
+    tracker: Tracker
+
+
+def sweep_runs(target: str, overrides: list[str], tracking_uri: str) -> SweepRuns:
+    """The sweep of a spec file (its MLflow parent run, by content hash), or the latest sweep of an
+    MLflow experiment named `target` in the store at `tracking_uri`."""
+    from fairsweep import errors
+    from fairsweep.errors import UserError
+    from fairsweep.spec import load_spec, validate_spec
+
+    is_spec = Path(target).expanduser().is_file() or target.endswith((".yaml", ".yml"))
+    if is_spec:
+        spec = load_spec(target, overrides)
+        uri, experiment, what = spec.tracking.uri, spec.experiment, f"spec {target}"
+    else:
+        uri, experiment, what = tracking_uri, target, f"experiment `{target}`"
+    names = experiment_names(uri)
+    if experiment not in names:
+        if is_spec or not names:
+            raise UserError(errors.NO_SWEEP_RUN.format(what=what, uri=uri))
+        raise UserError(errors.unknown_name("MLflow experiment", target, names) + " (or give a spec file)")
+    tracker = Tracker(uri, experiment)
+    parent = tracker.find_sweep_run(spec) if is_spec else tracker.latest_sweep_run()
+    if parent is None:
+        raise UserError(errors.NO_SWEEP_RUN.format(what=what, uri=uri))
+    if not is_spec:
+        spec = validate_spec(tracker.sweep_spec(parent))
+    runs = tracker.trial_runs(parent)
+    if not runs:
+        raise UserError(errors.NO_FINISHED_TRIALS.format(what=what, uri=uri))
+    return SweepRuns(spec, parent, runs, tracker)

@@ -70,6 +70,7 @@ class Splits:
     val: GroupedData
     test: GroupedData
     notes: tuple[str, ...] = ()  # what the user should hear once about the data, e.g. files skipped
+    digest: str = ""  # of the loaded content, before imbalance and split (`content_digest`)
 
     def to(self, device: torch.device | str) -> Splits:
         return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
@@ -149,7 +150,10 @@ def register_dataset(name: str, *, description: str, targets: tuple[str, ...], g
                      files: DataFiles | None = None, test_fraction: float | None = 0.25,
                      default_imbalance: dict | None = None) -> Callable:
     def wrap(load: Callable[[DataConfig, DataCache | None], Loaded]) -> Callable:
-        DATASETS.add(name, DatasetInfo(name, description, targets, groups, load, files, test_fraction,
+        def load_resolved(cfg: DataConfig, cache: DataCache | None) -> Loaded:  # a loader sees every default filled
+            return load(resolve(cfg), cache)
+
+        DATASETS.add(name, DatasetInfo(name, description, targets, groups, load_resolved, files, test_fraction,
                                        default_imbalance))
         return load
 
@@ -173,15 +177,53 @@ def locate(cfg: DataConfig) -> Path:
     return dataset_info(cfg.dataset).files.locate(data_root(cfg), cfg)
 
 
+def resolve(cfg: DataConfig) -> DataConfig:
+    """`cfg` with the dataset's defaults filled in: the target (its first target attribute), the group (the
+    target where it is a group attribute, else the first), the imbalance (`default`: the dataset's own) and
+    the test fraction (None only for datasets that ship a test set). Assumes `data_problems(cfg)` is empty."""
+    info = dataset_info(cfg.dataset)
+    target = cfg.target or info.targets[0]
+    group = cfg.group or (target if target in info.groups else info.groups[0])
+    imbalance = info.default_imbalance if cfg.imbalance == "default" else cfg.imbalance
+    test_fraction = cfg.test_fraction if cfg.test_fraction is not None else info.test_fraction
+    update = {"target": target, "group": group, "imbalance": imbalance, "test_fraction": test_fraction}
+    return type(cfg).model_validate({**cfg.model_dump(mode="json"), **update})
+
+
+def data_problems(cfg: DataConfig, label=lambda key: f"data.{key}") -> list[str]:
+    """What is wrong with `cfg` given the dataset registry (the spec checks the rest). `label(key)` names
+    a key as the user wrote it (a grid's, say)."""
+    if cfg.dataset not in DATASETS.names():
+        return [errors.BAD_VALUE.format(key=label("dataset"), value=cfg.dataset,
+                                        reason=errors.unknown_name("dataset", cfg.dataset, list_datasets()))]
+    info = dataset_info(cfg.dataset)
+    problems = []
+    if cfg.target is not None and cfg.target not in info.targets:
+        problems.append(errors.BAD_VALUE.format(key=label("target"), value=cfg.target, reason=errors.unknown_name(
+            f"target attribute of {cfg.dataset}", cfg.target, info.targets)))
+    if cfg.group is not None and cfg.group not in info.groups:
+        problems.append(errors.BAD_VALUE.format(key=label("group"), value=cfg.group, reason=errors.unknown_name(
+            f"group attribute of {cfg.dataset}", cfg.group, info.groups)))
+    if cfg.test_fraction is not None and info.test_fraction is None:
+        problems.append(errors.BAD_VALUE.format(key=label("test_fraction"), value=cfg.test_fraction,
+                                                reason=f"{cfg.dataset} ships its own test set; leave test_fraction out"))
+    elif cfg.test_fraction is None and cfg.val_fraction + (info.test_fraction or 0.0) >= 1:
+        problems.append(errors.BAD_VALUE.format(
+            key=label("val_fraction"), value=cfg.val_fraction,
+            reason=f"with {cfg.dataset}'s test fraction {info.test_fraction}, val_fraction + test_fraction must be < 1"))
+    return problems
+
+
 def load_splits(cfg: DataConfig, seed: int, cache: DataCache | None = None) -> Splits:
     """Load `cfg.dataset`, apply the class imbalance and split it, all determined by `seed`.
 
     Datasets without a published test set are imbalanced, then split into train / validation /
     test. Those with one (CIFAR-10, SVHN) keep it as the test split, are imbalanced in train and
-    test alike (as the paper does), and have `val_fraction` of their training set held out.
+    test alike (as the paper does), and have `val_fraction` of their training set held out. The
+    splits carry the digest of the loaded content (`content_digest`), before imbalance and split.
     """
-    info = dataset_info(cfg.dataset)
-    loaded = info.load(cfg, cache)
+    cfg = resolve(cfg)
+    loaded = dataset_info(cfg.dataset).load(cfg, cache)
     data, test = loaded.data, loaded.test
     _check_minority_classes(cfg, data)
     if cfg.imbalance is not None:
@@ -191,13 +233,61 @@ def load_splits(cfg: DataConfig, seed: int, cache: DataCache | None = None) -> S
             test = apply_imbalance(test, imbalance.minority_classes, imbalance.minority_keep,
                                    imbalance.majority_keep, seed + 1)
     if test is None:
-        test_fraction = cfg.test_fraction if cfg.test_fraction is not None else info.test_fraction
-        splits = split(data, cfg.val_fraction, test_fraction, seed, cache)
+        splits = split(data, cfg.val_fraction, cfg.test_fraction, seed, cache)
     else:
         train, val = split_off(data, cfg.val_fraction, seed, cache)
         splits = Splits(train, val, test)
     check_group_sizes(splits, cfg.min_group_size)
-    return replace(splits, notes=loaded.notes)
+    return replace(splits, notes=loaded.notes, digest=content_digest(loaded))
+
+
+def content_digest(loaded: Loaded) -> str:
+    """A digest of what a dataset's loader returned: every tensor's bytes, the class and group names and
+    the input recipe. Two data roots holding the same files give the same digest; a changed file, another
+    target or group attribute, another image size, a different one (the stages' identity includes it)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for part in (loaded.data, loaded.test):
+        if part is None:
+            digest.update(b"no test set")
+            continue
+        tensors = [part.x, part.y, part.g]
+        if part.pixels is not None:
+            tensors += [part.pixels.scale, part.pixels.shift, torch.tensor([part.pixels.padding, part.pixels.flip])]
+        for tensor in tensors:
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(repr((part.class_names, part.group_names)).encode())
+    return digest.hexdigest()[:16]
+
+
+class ContentDigests:
+    """The content digest (`content_digest`) of each data configuration, each loaded once: a file-backed
+    dataset through `file_cache` if given (its decode is the expensive part and is kept), an embedded
+    one without (nothing is written before the sweep's checks have passed)."""
+
+    def __init__(self, file_cache: DataCache | None = None):
+        self.file_cache = file_cache
+        self._known: dict[str, str] = {}
+
+    def __call__(self, cfg: DataConfig) -> str:
+        key = self._key(cfg)
+        if key not in self._known:
+            info = dataset_info(cfg.dataset)
+            self._known[key] = content_digest(info.load(cfg, None if info.embedded else self.file_cache))
+        return self._known[key]
+
+    @staticmethod
+    def _key(cfg: DataConfig) -> str:
+        """What loading depends on: the configuration and, for a file-backed dataset, the root it resolves to."""
+        import json
+
+        root = None if dataset_info(cfg.dataset).embedded else str(data_root(cfg).resolve())
+        return json.dumps([cfg.model_dump(mode="json"), root], sort_keys=True)
 
 
 def _check_minority_classes(cfg: DataConfig, data: GroupedData) -> None:

@@ -1,20 +1,28 @@
-"""ReLU accounting and the registry of linearization methods.
+"""ReLU accounting, and the registry of linearization methods.
 
-A method takes the trained base model and returns a model whose ReLU sites carry binary masks
-with at most `budget` live units in all (SNL: a copy of the base model; DeepReDuce: a reshaped
-model trained anew).
+A method takes the trained base model and returns a model whose ReLU sites carry binary masks with
+at most `budget` live units in all (SNL: the base model with its least useful units made linear;
+DeepReDuce: a reshaped model trained anew; random: a seeded random subset). Methods that train do
+so through the `Trainer` the training layer passes in, so this layer never imports the training
+code above it: it says what a method computes, the training layer how to optimize.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
 
+from fairsweep.models import ModelArgs
 from fairsweep.models.sites import relu_sites, stage_of
 from fairsweep.registry import Registry
+
+if TYPE_CHECKING:
+    from fairsweep.data import Splits
+    from fairsweep.spec import OptimConfig
 
 
 @dataclass(frozen=True)
@@ -53,13 +61,46 @@ class Linearized:
     """What a linearization method returns."""
 
     model: nn.Module  # its ReLU sites carry binary masks
+    model_args: ModelArgs  # how to build it (DeepReDuce's differ from the base model's)
     history: list[dict]  # one record per epoch; its keys become MLflow curves
-    architecture: dict = field(default_factory=dict)  # create_model arguments that differ from the spec's model
     selected: dict = field(default_factory=dict)  # what the method chose, for the trial record and MLflow params
 
 
-# fn(base, splits, spec: Spec, budget: int, generator, checkpoint: EpochCheckpoint | None) -> Linearized
-Linearizer = Callable[..., Linearized]
+# (model, x (N, ...) inputs, y (N,) targets, g (N,) groups) -> (objective (), per-sample loss (N,))
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class Trainer(Protocol):
+    """What a linearization method may ask of the training layer, which passes itself in: the stage's
+    data and generator, and training on its training split (epoch checkpoints included)."""
+
+    data: Splits
+    generator: torch.Generator  # the stage's random draws (batch order; a random method's units)
+
+    def kd(self, teacher: nn.Module, temperature: float) -> Callable[[nn.Module, torch.Tensor, torch.Tensor],
+                                                                      torch.Tensor]:
+        """The KD loss CE + T²·KL of a student from `teacher`, per sample."""
+
+    def loop(self, model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, max_epochs: int,
+             batch_size: int | None, on_epoch: Callable[[Any], bool]) -> int:
+        """Train until `on_epoch(summary)` returns True or `max_epochs` are done; returns the epochs run."""
+
+    def carry(self, name: str, get: Callable[[], Any], put: Callable[[Any], None]) -> None:
+        """Save `get()` with every epoch checkpoint; `put(saved)` restores it on a resume."""
+
+    def distill(self, model: nn.Module, teacher: nn.Module, recipe: OptimConfig, temperature: float,
+                ce_weight: float, kd_weight: float) -> list[dict]:
+        """Train `model` with `recipe` on ce_weight·CE + kd_weight·T²·KL from `teacher`, under the sweep's
+        fairness-aware finetuning (finetune.mu, finetune.mitigation); returns the per-epoch history."""
+
+
+class Linearizer(Protocol):
+    """A linearization method: `config` is its own section of the spec (`linearize.<method>`)."""
+
+    def __call__(self, base: nn.Module, base_args: ModelArgs, config: Any, budget: int,
+                 trainer: Trainer) -> Linearized: ...
+
+
 LINEARIZERS: Registry[Linearizer] = Registry("linearization method")
 
 

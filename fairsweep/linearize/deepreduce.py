@@ -1,4 +1,4 @@
-"""DeepReDuce (Jha et al., 2021): structural ReLU reduction, as DESIGN.md states it.
+"""DeepReDuce (Jha et al., 2021): structural ReLU reduction.
 
 A configuration combines
 - culling: every ReLU of the first k stages goes (the stem with stage 1), at least one stage stays;
@@ -7,7 +7,8 @@ A configuration combines
 All combinations are enumerated for the architecture at the input size; a budget selects the one
 with the most ReLUs at or under it. The selected model is built, its removed ReLUs become all-zero
 masks (identities that cost nothing, see `ReLUSite`), and it trains from scratch with KD from the
-base model, the published recipe: 0.5·CE + 0.5·T²·KL.
+base model, the published recipe: 0.5·CE + 0.5·T²·KL. That training is DeepReDuce's finetuning step,
+so the paper's fairness-aware finetuning (Algorithm 1, µ > 0) replaces it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
-from fairsweep.data import Splits
-from fairsweep.linearize import Linearized, count_relus, register_linearizer
-from fairsweep.models import create_model, default_width, input_problem, relu_sites, stage_of
-from fairsweep.train.checkpoint import EpochCheckpoint
-from fairsweep.train.losses import kd_loss, mean_objective
+from fairsweep.linearize import Linearized, Trainer, count_relus, register_linearizer
+from fairsweep.models import ModelArgs, create_model, default_width, input_problem, relu_sites, stage_of
 
 
 @dataclass(frozen=True)
@@ -64,16 +62,18 @@ def _sites(arch: str, input_shape: tuple[int, ...], **kwargs) -> dict[str, tuple
 
 
 def enumerate_configurations(arch: str, input_shape: tuple[int, ...], width: int | None, width_factors: list[float],
-                             resolution_factors: list[float]) -> list[Configuration]:
+                             resolution_factors: list[float], options: dict | None = None) -> list[Configuration]:
     """Every configuration `arch` can take at `input_shape` (reshapings it cannot take are left out),
-    least reshaped, least culled and unthinned first."""
+    least reshaped, least culled and unthinned first. `options`: the factory's other arguments (e.g.
+    `stem_relu`), the same for every configuration."""
+    options = {k: v for k, v in (options or {}).items() if k not in ("width", "resolution")}
     base_width = width or default_width(arch)
     configurations = []
     for alpha, rho in itertools.product(sorted(width_factors, reverse=True), sorted(resolution_factors, reverse=True)):
         scaled = max(1, round(alpha * base_width))
-        if input_problem(arch, input_shape, width=scaled, resolution=rho) is not None:
+        if input_problem(arch, input_shape, width=scaled, resolution=rho, **options) is not None:
             continue
-        sites = _sites(arch, input_shape, width=scaled, resolution=rho)
+        sites = _sites(arch, input_shape, width=scaled, resolution=rho, **options)
         groups = culling_order(list(dict.fromkeys(stage_of(name) for name in sites)))
         thinning = (False, True) if any(residual for _, residual in sites.values()) else (False,)
         for k, thinned in itertools.product(range(len(groups)), thinning):
@@ -90,10 +90,12 @@ def select_configuration(configurations: list[Configuration], budget: int) -> Co
     return max(fitting, key=lambda c: c.relu_count, default=None)
 
 
-def build_configured(arch: str, num_classes: int, input_shape: tuple[int, ...], config: Configuration) -> nn.Module:
-    """The configured model, its removed ReLUs as all-zero masks."""
+def build_configured(arch: str, num_classes: int, input_shape: tuple[int, ...], config: Configuration,
+                     options: dict | None = None) -> nn.Module:
+    """The configured model, its removed ReLUs as all-zero masks; `options` as for `enumerate_configurations`."""
+    options = {k: v for k, v in (options or {}).items() if k not in ("width", "resolution")}
     model = create_model(arch, num_classes=num_classes, in_channels=input_shape[0], width=config.width,
-                         resolution=config.resolution_factor)
+                         resolution=config.resolution_factor, **options)
     count_relus(model, input_shape)  # gives every site its unit shape
     for name, site in relu_sites(model).items():
         if config.removes(name, site.residual):
@@ -102,20 +104,19 @@ def build_configured(arch: str, num_classes: int, input_shape: tuple[int, ...], 
 
 
 @register_linearizer("deepreduce")
-def deepreduce(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Generator,
-               checkpoint: EpochCheckpoint | None = None) -> Linearized:
-    from fairsweep.train.stages import fit  # the stage recipes import this registry: import at call time
-
-    cfg = spec.linearize.deepreduce
-    input_shape = tuple(splits.train.x.shape[1:])
-    configurations = enumerate_configurations(spec.model.arch, input_shape, spec.model.width, cfg.width_factors,
-                                              cfg.resolution_factors)
+def deepreduce(base: nn.Module, base_args: ModelArgs, cfg, budget: int, trainer: Trainer) -> Linearized:
+    """`cfg` is `linearize.deepreduce` (DeepReduceConfig). The selected model trains from scratch with KD
+    from the base model, 0.5·CE + 0.5·T²·KL; that training is DeepReDuce's finetuning step, so the sweep's
+    fairness-aware finetuning (finetune.mu, finetune.mitigation) runs inside it (`Trainer.distill`)."""
+    input_shape = tuple(trainer.data.train.x.shape[1:])
+    width = base_args.options.get("width")
+    configurations = enumerate_configurations(base_args.arch, input_shape, width, cfg.width_factors,
+                                              cfg.resolution_factors, base_args.options)
     config = select_configuration(configurations, budget)
     if config is None:  # the sweep's checks reject such a budget before any training
-        raise ValueError(f"no DeepReDuce configuration of {spec.model.arch} has at most {budget} ReLUs")
+        raise ValueError(f"no DeepReDuce configuration of {base_args.arch} has at most {budget} ReLUs")
     device = next(base.parameters()).device
-    model = build_configured(spec.model.arch, len(splits.train.class_names), input_shape, config).to(device)
-    kd = kd_loss(base.eval(), spec.linearize.temperature, ce_weight=0.5, kd_weight=0.5)  # 0.5·CE + 0.5·T²·KL
-    history = fit(model, splits, cfg, spec.data.batch_size, generator, mean_objective(kd), checkpoint=checkpoint)
-    return Linearized(model, history, architecture={"width": config.width, "resolution": config.resolution_factor},
-                      selected=config.record())
+    args = base_args.with_options(width=config.width, resolution=config.resolution_factor)
+    model = build_configured(args.arch, args.num_classes, input_shape, config, args.options).to(device)
+    history = trainer.distill(model, base.eval(), cfg, cfg.temperature, ce_weight=0.5, kd_weight=0.5)
+    return Linearized(model, args, history, selected=config.record())

@@ -13,8 +13,8 @@ import copy
 import torch
 from torch import nn
 
-from fairsweep.data import Splits
-from fairsweep.linearize import Linearized, count_relus, register_linearizer
+from fairsweep.linearize import Linearized, Trainer, count_relus, register_linearizer
+from fairsweep.models import ModelArgs
 from fairsweep.models.sites import relu_sites
 
 
@@ -33,15 +33,15 @@ def proportional_counts(sizes: list[int], budget: int) -> list[int]:
 
 @register_linearizer("random")
 @torch.no_grad()
-def random_units(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Generator,
-                 checkpoint=None) -> Linearized:  # no training, nothing to checkpoint
+def random_units(base: nn.Module, base_args: ModelArgs, cfg, budget: int, trainer: Trainer) -> Linearized:
+    """`cfg` is `linearize.random` (no options); the units come from the stage's generator."""
     model = copy.deepcopy(base)
-    count_relus(model, tuple(splits.train.x.shape[1:]))  # gives every site its unit shape
+    count_relus(model, tuple(trainer.data.train.x.shape[1:]))  # gives every site its unit shape
     sites = relu_sites(model)
     sizes = [int(torch.Size(site.unit_shape).numel()) for site in sites.values()]
     device = next(model.parameters()).device
     for site, size, keep in zip(sites.values(), sizes, proportional_counts(sizes, budget)):
         mask = torch.zeros(size)
-        mask[torch.randperm(size, generator=generator)[:keep]] = 1.0
+        mask[torch.randperm(size, generator=trainer.generator)[:keep]] = 1.0
         site.set_mask(mask.view(site.unit_shape).to(device))
-    return Linearized(model, [{"epoch": 0, "live_relus": min(budget, sum(sizes))}])
+    return Linearized(model, base_args, [{"epoch": 0, "live_relus": min(budget, sum(sizes))}])

@@ -1,5 +1,3 @@
-"""Group metrics: one value type, the metric names of DESIGN.md (a contract), and their computation."""
-
-from fairsweep.metrics.groups import GroupMetrics, group_accuracy, safe_key, trial_metrics
-
-__all__ = ["GroupMetrics", "group_accuracy", "safe_key", "trial_metrics"]
+"""Group metrics: the values (`values`: GroupMetrics, the trial's metric dict — the names in docs/metrics.md
+are a contract), their computation on a model (`groups`), the paper's diagnostics (`diagnostics`) and
+Figure 9's mitigation metric (`mitigation`)."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fairsweep.metrics.groups import GroupMetrics
+from fairsweep.metrics.values import GroupMetrics
 from fairsweep.spec import DiagnosticsConfig
 
 

@@ -1,43 +1,15 @@
-"""Per-group accuracy as one value (after fairlearn's MetricFrame) and the trial's metric dict."""
+"""Per-group accuracy of a model on the data: `group_accuracy` by bincount, `evaluate`, and the distance
+between two models' parameters. The values and the metric dict are in `metrics.values`."""
 
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import asdict, dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class GroupMetrics:
-    """A metric overall and for every group present in the evaluated data."""
-
-    overall: float
-    by_group: dict[str, float]
-    counts: dict[str, int]
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    def difference(self) -> float:
-        """max − min over groups."""
-        return max(self.by_group.values()) - min(self.by_group.values())
-
-    def group_min(self) -> float:
-        return min(self.by_group.values())
-
-    def group_max(self) -> float:
-        return max(self.by_group.values())
-
-    def worst_group(self, higher_is_better: bool = True) -> str:
-        """The name of the group with the lowest value (the highest, where lower is better)."""
-        pick = min if higher_is_better else max
-        return pick(self.by_group, key=self.by_group.__getitem__)
-
-    def keyed(self, prefix: str) -> dict[str, float]:
-        """`{prefix}/<g>` → value for every group, with MLflow-safe group names."""
-        return {f"{prefix}/{safe_key(name)}": value for name, value in self.by_group.items()}
+from fairsweep.metrics.values import (GroupMetrics, drop_pct, kind_means, minority_groups,  # noqa: F401
+                                      relative_drop, safe_key, trial_metrics)
+from fairsweep.train.loop import predict
 
 
 def group_accuracy(pred: torch.Tensor, y: torch.Tensor, g: torch.Tensor, group_names: tuple[str, ...]) -> GroupMetrics:
@@ -52,44 +24,7 @@ def group_accuracy(pred: torch.Tensor, y: torch.Tensor, g: torch.Tensor, group_n
 
 def evaluate(model: torch.nn.Module, data) -> GroupMetrics:
     """Accuracy of `model` on a `GroupedData`, overall and per group (eval mode, no gradients)."""
-    from fairsweep.train.loop import predict
-
     return group_accuracy(predict(model, data).argmax(1), data.y, data.g, data.group_names)
-
-
-def safe_key(name: str) -> str:
-    """A group name usable in an MLflow metric key (letters, digits, `_ - . /`)."""
-    return re.sub(r"[^A-Za-z0-9_\-./]", "_", name)
-
-
-def drop_pct(base: float, final: float) -> float:
-    """(base − final) / base × 100; NaN where the base model got none of the group right."""
-    return (base - final) / base * 100.0 if base > 0 else math.nan
-
-
-def trial_metrics(final: GroupMetrics, base: GroupMetrics, relu_count: int, base_relu_count: int,
-                  param_dist: float) -> dict[str, float]:
-    """The DESIGN.md metrics of a trial's final model against the same seed's base model."""
-    drops = relative_drop(base, final)
-    finite = [d for d in drops.by_group.values() if not math.isnan(d)]
-    return {
-        "acc": final.overall,
-        **final.keyed("group_acc"),
-        **drops.keyed("group_drop_pct"),
-        "drop_gap_pct": max(finite) - min(finite) if finite else math.nan,
-        "acc_gap": final.difference(),
-        "worst_group_acc": final.group_min(),
-        "relu_count": float(relu_count),
-        "relu_fraction": relu_count / base_relu_count,
-        "param_dist": param_dist,
-    }
-
-
-def relative_drop(reference: GroupMetrics, other: GroupMetrics) -> GroupMetrics:
-    """Per group (reference − other) / reference × 100, the paper's relative drop in accuracy: against the
-    base model for linearization (Figure 6), against the plain-KD model for mitigation (Figure 9)."""
-    by_group = {name: drop_pct(reference.by_group[name], value) for name, value in other.by_group.items()}
-    return GroupMetrics(drop_pct(reference.overall, other.overall), by_group, other.counts)
 
 
 def param_distance(final: torch.nn.Module, base: torch.nn.Module) -> float:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,6 +30,41 @@ list_models = MODELS.names
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:
     return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def takes_option(name: str, option: str) -> bool:
+    """Whether architecture `name`'s factory takes the argument `option` (e.g. `stem_relu`)."""
+    return option in inspect.signature(MODELS.get(name)).parameters
+
+
+def architectures_taking(option: str) -> list[str]:
+    return [name for name in list_models() if takes_option(name, option)]
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """Everything `create_model` needs to build one model: stored with each stage, so that any stored
+    model can be rebuilt without knowing how its stage made it (a DeepReDuce model's own width and
+    resolution included)."""
+
+    arch: str
+    num_classes: int
+    in_channels: int
+    options: dict[str, Any] = field(default_factory=dict)  # the factory's other arguments that were set
+
+    def build(self) -> nn.Module:
+        return create_model(self.arch, num_classes=self.num_classes, in_channels=self.in_channels, **self.options)
+
+    def with_options(self, **options: Any) -> ModelArgs:
+        return ModelArgs(self.arch, self.num_classes, self.in_channels, {**self.options, **options})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"arch": self.arch, "num_classes": self.num_classes, "in_channels": self.in_channels,
+                "options": dict(self.options)}
+
+    @classmethod
+    def from_json(cls, content: dict[str, Any]) -> ModelArgs:
+        return cls(content["arch"], content["num_classes"], content["in_channels"], dict(content["options"]))
 
 
 def default_width(name: str) -> int:
@@ -55,5 +92,5 @@ from fairsweep.models import resnet as _resnet  # noqa: E402,F401
 from fairsweep.models import small as _small  # noqa: E402,F401
 from fairsweep.models import vgg as _vgg  # noqa: E402,F401
 
-__all__ = ["ReLUSite", "create_model", "default_width", "input_problem", "list_models", "register_model",
-           "relu_site", "relu_sites", "stage_of"]
+__all__ = ["ModelArgs", "ReLUSite", "architectures_taking", "create_model", "default_width", "input_problem",
+           "list_models", "register_model", "relu_site", "relu_sites", "stage_of", "takes_option"]

@@ -94,29 +94,20 @@ def seed_means(runs: list[dict], config_keys: list[str], objectives: dict[str, s
     """One row per configuration (the values of `config_keys`, seeds left out): the mean of each
     objective over its seeds, the number of seeds and their MLflow run ids. `runs` are the sweep's
     trial runs as {"run_id", "params", "metrics"}."""
-    import pandas as pd
+    from fairsweep.sweep.results import runs_frame
 
-    rows = [{**{k: _parameter_value(run["params"].get(k, "")) for k in config_keys},  # MLflow holds text
-             **{m: run["metrics"].get(m, math.nan) for m in objectives}, "run_id": run["run_id"]} for run in runs]
-    frame = pd.DataFrame(rows, columns=[*config_keys, *objectives, "run_id"])
+    frame = runs_frame(runs, config_keys)
+    for metric in objectives:
+        if metric not in frame:
+            frame[metric] = math.nan
+    keys = config_keys or ["configuration"]
     if not config_keys:
         frame["configuration"] = "all"
-    keys = config_keys or ["configuration"]
     grouped = frame.groupby(keys, sort=True, dropna=False)
     table = grouped[list(objectives)].mean()
     table["seeds"] = grouped["run_id"].count()
     table["run_ids"] = grouped["run_id"].agg(lambda ids: sorted(ids))
     return table.reset_index()
-
-
-def _parameter_value(text: str):
-    """A logged parameter back as the number it was, or as text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def pareto_front(runs: list[dict], config_keys: list[str], objectives: dict[str, str],
@@ -166,47 +157,6 @@ def plot_front(front: Front, x: str, y: str, color: str | None, path: Path, titl
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
-
-
-@dataclass
-class SweepRuns:
-    """A finished (or partly finished) sweep as MLflow holds it."""
-
-    spec: "Spec"  # noqa: F821
-    parent_run_id: str
-    runs: list[dict]  # its finished trial runs: {"run_id", "params", "metrics"}
-    tracker: "Tracker"  # noqa: F821
-
-
-def sweep_runs(target: str, overrides: list[str], tracking_uri: str) -> SweepRuns:
-    """The sweep of a spec file (its MLflow parent run, by content hash), or the latest sweep of an
-    MLflow experiment named `target` in the store at `tracking_uri`."""
-    from fairsweep import errors
-    from fairsweep.errors import UserError
-    from fairsweep.spec import load_spec, validate_spec
-    from fairsweep.tracking import Tracker, experiment_names
-
-    is_spec = Path(target).expanduser().is_file() or target.endswith((".yaml", ".yml"))
-    if is_spec:
-        spec = load_spec(target, overrides)
-        uri, experiment, what = spec.tracking.uri, spec.experiment, f"spec {target}"
-    else:
-        uri, experiment, what = tracking_uri, target, f"experiment `{target}`"
-    names = experiment_names(uri)
-    if experiment not in names:
-        if is_spec or not names:
-            raise UserError(errors.NO_SWEEP_RUN.format(what=what, uri=uri))
-        raise UserError(errors.unknown_name("MLflow experiment", target, names) + " (or give a spec file)")
-    tracker = Tracker(uri, experiment)
-    parent = tracker.find_sweep_run(spec) if is_spec else tracker.latest_sweep_run()
-    if parent is None:
-        raise UserError(errors.NO_SWEEP_RUN.format(what=what, uri=uri))
-    if not is_spec:
-        spec = validate_spec(tracker.sweep_spec(parent))
-    runs = tracker.trial_runs(parent)
-    if not runs:
-        raise UserError(errors.NO_FINISHED_TRIALS.format(what=what, uri=uri))
-    return SweepRuns(spec, parent, runs, tracker)
 
 
 def choose_objectives(spec, options: list[str]) -> dict[str, str]:

@@ -1,29 +1,49 @@
-"""The plan: which trials a spec makes and which stages each needs.
+"""The plan: which trials a spec makes, and which stages each needs, named by what they compute.
 
-A trial is the pipeline base(seed) → linearize(seed, budget, method) → finetune(…, µ). A stage's
-identity is a content hash of its own config and its parent's identity, so trials that share a
-prefix share those stages, within a sweep and across sweeps that share storage.
+A trial is the pipeline base(seed) → linearize(seed, budget, method) → finetune(…, µ); a DeepReDuce
+trial has no finetune stage (its own KD training is the finetuning step, which µ drives) unless
+`linearize.deepreduce.finetune` asks for one. A stage's identity is a hash of exactly what it
+computes — an explicit list per stage kind (`stage_config`) — and its parent's identity, so trials
+that share a prefix share those stages, within a sweep and across sweeps that share storage:
+
+- data: the dataset, its target and group, the imbalance, the split fractions, augmentation, and a
+  digest of the loaded content — never where the files live (`data.root`) or checks that change
+  nothing (`data.min_group_size`);
+- base: the data, the seed, the architecture (its width and stem resolved), the training recipe
+  (its batch size resolved);
+- linearize: the method, the budget and that method's own options (DeepReDuce's include the
+  fairness-aware finetuning that drives its training); another method's options are no part of it;
+- finetune: its recipe, µ and the mitigation mode.
+
+`tests/test_stage_identity.py` walks every spec field and checks which stage kinds it may change:
+that table is the reviewed record of what each stage depends on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from fairsweep.spec import Spec
+from fairsweep.data import ContentDigests, resolve
+from fairsweep.models import ModelArgs, default_width, takes_option
+from fairsweep.spec import DataConfig, OptimConfig, Spec
 
 STAGE_KINDS = ("base", "linearize", "finetune")
-# Bump when a stage's code changes what it computes, so stored stages are not reused wrongly.
-STAGE_FORMAT = 1
+# Bump when a stage's code changes what it computes, so stored stages are not reused wrongly. 2: stage
+# identity from what each stage computes (1 hashed whole spec sections, data.root and checks included).
+STAGE_FORMAT = 2
+
+DigestFn = Callable[[DataConfig], str]  # a (resolved) data configuration -> the digest of its content
 
 
 @dataclass(frozen=True)
 class Stage:
-    kind: str
-    config: dict[str, Any] = field(hash=False, compare=False)
+    kind: str  # base, linearize, finetune; diagnose (the base model's diagnostics)
+    config: dict[str, Any] = field(hash=False, compare=False)  # what it computes, as JSON
     parent: Stage | None = field(default=None, hash=False, compare=False)
 
     @cached_property
@@ -34,18 +54,94 @@ class Stage:
         return f"{self.kind}-{digest[:16]}"
 
 
+def data_identity(data: DataConfig, digest: str) -> dict[str, Any]:
+    """What a (resolved) data configuration gives a stage: not where its files live, not its checks."""
+    imbalance = data.imbalance.model_dump(mode="json") if data.imbalance is not None else None
+    return {"dataset": data.dataset, "target": data.target, "group": data.group, "imbalance": imbalance,
+            "val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "augment": data.augment,
+            "content": digest}
+
+
+def model_identity(spec: Spec) -> dict[str, Any]:
+    """The architecture with its defaults resolved (a width left out is the architecture's own)."""
+    model = spec.model
+    out: dict[str, Any] = {"arch": model.arch, "width": model.width or default_width(model.arch)}
+    if takes_option(model.arch, "stem_relu"):
+        out["stem_relu"] = True if model.stem_relu is None else model.stem_relu
+    return out
+
+
+def base_model_args(spec: Spec, num_classes: int, in_channels: int) -> ModelArgs:
+    """The base model's `create_model` arguments: the spec's model section, what it sets."""
+    options = {key: value for key, value in (("width", spec.model.width), ("stem_relu", spec.model.stem_relu))
+               if value is not None}
+    return ModelArgs(spec.model.arch, num_classes, in_channels, options)
+
+
+def recipe(cfg: OptimConfig, batch_size: int) -> dict[str, Any]:
+    """An optimization recipe with its batch size resolved (`batch_size` where it sets none)."""
+    content = cfg.model_dump(mode="json")
+    content["batch_size"] = cfg.batch_size or batch_size
+    return content
+
+
+def stage_config(spec: Spec, kind: str, digest: str) -> dict[str, Any]:
+    """What a stage of `kind` of the (resolved) trial spec computes, beyond its parent: the explicit list."""
+    batch = spec.data.batch_size
+    if kind == "base":
+        return {"seed": spec.seed, "data": data_identity(spec.data, digest), "model": model_identity(spec),
+                "recipe": recipe(spec.base, batch)}
+    if kind == "linearize":
+        lin = spec.linearize
+        if lin.method == "snl":
+            options = {**lin.snl.model_dump(mode="json"), "batch_size": lin.snl.batch_size or batch}
+        elif lin.method == "deepreduce":
+            fairness = {"mu": spec.finetune.mu, "mitigation": spec.finetune.mitigation}
+            options = {**recipe(lin.deepreduce, batch), "fairness": fairness}
+        else:
+            options = lin.random.model_dump(mode="json")
+        return {"method": lin.method, "budget": lin.budget, "options": options}
+    if kind == "finetune":
+        return {"recipe": recipe(spec.finetune, batch)}
+    raise ValueError(f"unknown stage kind {kind}")
+
+
+def has_finetune_stage(spec: Spec) -> bool:
+    """DeepReDuce's training is its finetuning: it runs the finetune stage only when asked to."""
+    return spec.linearize.method != "deepreduce" or spec.linearize.deepreduce.finetune
+
+
+def resolve_spec(spec: Spec) -> Spec:
+    """`spec` with its data section's defaults filled in from the dataset registry."""
+    return spec.model_copy(update={"data": resolve(spec.data)})
+
+
 @dataclass(frozen=True)
 class Trial:
-    spec: Spec  # the spec with this trial's grid values set
-    values: dict[str, Any]  # the grid values, for names and tables
+    spec: Spec  # the sweep's spec with this trial's values set and its data defaults resolved
+    values: dict[str, Any]  # the grid (or search) values, for names and tables
+    data_digest: str  # of the loaded data's content
+
+    @classmethod
+    def of(cls, spec: Spec, values: dict[str, Any], digests: DigestFn) -> Trial:
+        trial_spec = resolve_spec(spec.with_values(values))
+        return cls(trial_spec, values, digests(trial_spec.data))
 
     @cached_property
     def stages(self) -> dict[str, Stage]:
-        s = self.spec.model_dump(mode="json")
-        base = Stage("base", {"seed": s["seed"], "data": s["data"], "model": s["model"], "base": s["base"]})
-        lin = Stage("linearize", {"linearize": _method_config(s["linearize"])}, base)
-        fin = Stage("finetune", {"finetune": s["finetune"]}, lin)
-        return {"base": base, "linearize": lin, "finetune": fin}
+        """The trial's stages by kind, in pipeline order (no `finetune` for a DeepReDuce trial without one)."""
+        out: dict[str, Stage] = {}
+        parent = None
+        for kind in STAGE_KINDS:
+            if kind == "finetune" and not has_finetune_stage(self.spec):
+                break
+            parent = out[kind] = Stage(kind, stage_config(self.spec, kind, self.data_digest), parent)
+        return out
+
+    @property
+    def final(self) -> Stage:
+        """The stage whose model the trial measures."""
+        return list(self.stages.values())[-1]
 
     @cached_property
     def base_diagnostics(self) -> Stage:
@@ -55,20 +151,12 @@ class Trial:
     @cached_property
     def id(self) -> str:
         """The final stage's identity and what is measured of it."""
-        content = {"finetune": self.stages["finetune"].id, "diagnostics": self.spec.diagnostics.model_dump(mode="json")}
+        content = {"final": self.final.id, "diagnostics": self.spec.diagnostics.model_dump(mode="json")}
         return "trial-" + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def name(self) -> str:
         return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.values.items()) or "trial"
-
-
-def _method_config(linearize: dict[str, Any]) -> dict[str, Any]:
-    """The linearize section without DeepReDuce's options unless DeepReDuce runs: they do not change
-    what SNL computes, so they are no part of an SNL stage's identity."""
-    if linearize["method"] == "deepreduce":
-        return linearize
-    return {k: v for k, v in linearize.items() if k != "deepreduce"}
 
 
 @dataclass(frozen=True)
@@ -77,18 +165,19 @@ class Plan:
     trials: list[Trial]
 
     def unique_stages(self, kind: str) -> dict[str, Stage]:
-        return {t.stages[kind].id: t.stages[kind] for t in self.trials}
+        return {t.stages[kind].id: t.stages[kind] for t in self.trials if kind in t.stages}
 
 
-def make_plan(spec: Spec) -> Plan:
+def make_plan(spec: Spec, digests: DigestFn | None = None) -> Plan:
     """Expand the grid into trials, ordered so that trials running side by side rarely need the same
     missing stage (one would wait on the other's lock): keys of earlier stages vary faster, seeds
     fastest, then the rest of the base stage's keys, budgets, the rest of the linearization's, the
-    finetuning's."""
+    finetuning's. `digests` gives each data configuration's content digest (default: load each once)."""
+    digests = digests or ContentDigests()
     points = spec.grid_points()
     keys = sorted(spec.sweep.grid, key=_fastest_first)
     points.sort(key=lambda p: tuple(_sort_key(p[k]) for k in reversed(keys)))
-    return Plan(spec, [Trial(spec.with_values(p), p) for p in points])
+    return Plan(spec, [Trial.of(spec, p, digests) for p in points])
 
 
 def _fastest_first(key: str) -> tuple[int, int]:

@@ -25,7 +25,9 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from fairsweep.spec import SearchConfig, SearchParam, Spec
-from fairsweep.sweep.plan import Plan, Trial
+from fairsweep.sweep.plan import DigestFn, Trial
+from fairsweep.sweep.records import TrialRecord
+from fairsweep.sweep.tune_backend import trial_config
 
 STUDY_FILE = "optuna.db"
 OPTUNA_DIRECTIONS = {"max": "maximize", "min": "minimize"}
@@ -40,17 +42,16 @@ def study_name(spec: Spec) -> str:
     return f"{spec.name}-{spec.content_hash()}"
 
 
-def seed_trials(spec: Spec, params: dict[str, Any]) -> list[Trial]:
+def seed_trials(spec: Spec, params: dict[str, Any], digests: DigestFn) -> list[Trial]:
     """The fairsweep trials of one point of the search space: one per seed."""
     search = _search(spec)
     seeds = range(spec.seed, spec.seed + search.seeds_per_trial)
-    return [Trial(spec.with_values({**params, "seed": seed}), {**params, "seed": seed}) for seed in seeds]
+    return [Trial.of(spec, {**params, "seed": seed}, digests) for seed in seeds]
 
 
-def probe_plan(spec: Spec) -> Plan:
-    """Trials at the probe values of each dimension (low, high, every choice), for the pre-flight checks."""
-    points = [{key: value} for key, param in _search(spec).space.items() for value in param.probes()]
-    return Plan(spec, [Trial(spec.with_values(p), p) for p in points])
+def probe_points(spec: Spec) -> list[dict[str, Any]]:
+    """The probe values of each dimension (low, high, every choice), one at a time, for the pre-flight."""
+    return [{key: value} for key, param in _search(spec).space.items() for value in param.probes()]
 
 
 def open_study(spec: Spec, storage: Path):
@@ -87,9 +88,9 @@ def distribution(param: SearchParam):
     return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
 
 
-def objective_values(records: list[dict], objectives: dict[str, str]) -> list[float] | None:
+def objective_values(records: list[TrialRecord], objectives: dict[str, str]) -> list[float] | None:
     """The seed means of the objectives, or None if one is not a finite number."""
-    values = [sum(r["metrics"].get(m, math.nan) for r in records) / len(records) for m in objectives]
+    values = [sum(r.metrics.get(m, math.nan) for r in records) / len(records) for m in objectives]
     return values if all(math.isfinite(v) for v in values) else None
 
 
@@ -98,23 +99,24 @@ class _OpenTrial:
     """An Optuna trial waiting for its seeds: fairsweep trial id -> record (None: it failed)."""
 
     trial_ids: list[str]
-    records: dict[str, dict | None] = field(default_factory=dict)
+    records: dict[str, TrialRecord | None] = field(default_factory=dict)
 
 
 class StudySearcher(Searcher):
     """A Ray Tune searcher that asks the Optuna study for points and tells it their seed means.
 
-    `register(trial)` is called for each fairsweep trial of the search before anything else;
-    `reuse(trial)` returns the record of a trial finished earlier (logging it if needed) or None;
-    `read_record(trial_id)` reads a dispatched trial's record once Tune reports it complete.
+    `digests` gives each data configuration's content digest; `register(trial)` is called for each
+    fairsweep trial of the search before anything else; `reuse(trial)` returns the record of a trial
+    finished earlier (logging it if needed) or None; `read_record(trial_id)` reads a dispatched trial's
+    record once Tune reports it complete.
     """
 
-    def __init__(self, study, spec: Spec, register: Callable[[Trial], None],
-                 reuse: Callable[[Trial], dict | None], read_record: Callable[[str], dict | None]):
+    def __init__(self, study, spec: Spec, digests: DigestFn, register: Callable[[Trial], None],
+                 reuse: Callable[[Trial], TrialRecord | None], read_record: Callable[[str], TrialRecord | None]):
         import optuna
 
         super().__init__()
-        self.study, self.spec = study, spec
+        self.study, self.spec, self.digests = study, spec, digests
         self.search = _search(spec)
         self.register, self.reuse, self.read_record = register, reuse, read_record
         self.distributions = {key: distribution(p) for key, p in self.search.space.items()}
@@ -138,7 +140,7 @@ class StudySearcher(Searcher):
     def adopt_finished(self) -> None:
         """Bring the seeds of the study's finished trials into this run's results (none runs again)."""
         for params in self.finished:
-            for trial in seed_trials(self.spec, params):
+            for trial in seed_trials(self.spec, params, self.digests):
                 self.register(trial)
                 self.reuse(trial)
 
@@ -149,14 +151,14 @@ class StudySearcher(Searcher):
             else:
                 self.to_ask -= 1
                 asked = self.study.ask(self.distributions)
-                asked.set_user_attr(TRIAL_IDS_ATTR, [t.id for t in seed_trials(self.spec, asked.params)])
+                asked.set_user_attr(TRIAL_IDS_ATTR, [t.id for t in seed_trials(self.spec, asked.params, self.digests)])
                 self._open(asked.number, asked.params)
         if not self.queue:
             return Searcher.FINISHED if not self.open else None  # None: wait for running seeds
         number, trial = self.queue.popleft()
         self.dispatched[trial_id] = (number, trial.id)
         self.handed_out.append(trial)
-        return {"trial_id": trial.id, "values": trial.values}
+        return trial_config(trial)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number, fairsweep_id = self.dispatched.pop(trial_id)
@@ -173,7 +175,7 @@ class StudySearcher(Searcher):
         """See `save`."""
 
     def _open(self, number: int, params: dict[str, Any]) -> None:
-        trials = seed_trials(self.spec, params)
+        trials = seed_trials(self.spec, params, self.digests)
         self.open[number] = _OpenTrial([t.id for t in trials])
         for trial in trials:
             self.register(trial)

@@ -7,27 +7,23 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 import socket
 import time
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from fairsweep.data import Splits, load_splits
 from fairsweep.data.cache import DataCache
-from fairsweep.errors import NO_GPU, UserError
+from fairsweep.errors import DATA_DIFFERS, NO_GPU, StageError, UserError
 from fairsweep.linearize import count_relus
 from fairsweep.metrics.diagnostics import Diagnostics, diagnose, theorem_bound
 from fairsweep.metrics.groups import evaluate, param_distance, trial_metrics
-from fairsweep.models import create_model
-from fairsweep.spec import Spec
-from fairsweep.sweep.plan import Trial
-from fairsweep.files import write_json_atomic
-from fairsweep.sweep.store import StageStore
+from fairsweep.models import ModelArgs
+from fairsweep.sweep.plan import Stage, Trial, base_model_args
+from fairsweep.sweep.records import StageResult, Timing, TrialRecord, Worker, write_trial_record
+from fairsweep.sweep.store import StageOutput, StageStore
 from fairsweep.train import stages
 
 
@@ -37,14 +33,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(device)
-
-
-def build_model(spec: Spec, num_classes: int, input_shape: tuple[int, ...], architecture: dict | None = None
-                ) -> nn.Module:
-    """The spec's model; `architecture` overrides its arguments (a DeepReDuce stage's width and resolution)."""
-    kwargs = {} if spec.model.width is None else {"width": spec.model.width}
-    kwargs.update(architecture or {})
-    return create_model(spec.model.arch, num_classes=num_classes, in_channels=input_shape[0], **kwargs)
 
 
 def seed_everything(seed: int, salt: str) -> torch.Generator:
@@ -58,17 +46,11 @@ def seed_everything(seed: int, salt: str) -> torch.Generator:
     return torch.Generator().manual_seed(stage_seed)
 
 
-def trial_record_path(storage: Path, trial_id: str) -> Path:
-    return Path(storage).expanduser().resolve() / "trials" / f"{trial_id}.json"
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def read_trial_record(storage: Path, trial_id: str) -> dict[str, Any] | None:
-    """The record of a finished trial under `storage`, or None if it has not finished there."""
-    path = trial_record_path(storage, trial_id)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | None = None) -> dict[str, Any]:
+def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | None = None) -> TrialRecord:
     """Run (or reuse) the trial's stages, measure the final model, write and return the trial record.
     `node` names where it runs (a Ray node id) for the record."""
     started, clock = time.time(), time.perf_counter()
@@ -78,84 +60,74 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
     if dev.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=dev.type == "cuda")
-    splits: Splits = load_splits(spec.data, spec.seed, DataCache(store.data_cache)).to(dev)
+    splits: Splits = load_splits(spec.data, spec.seed, DataCache(store.data_cache))
+    if splits.digest != trial.data_digest:  # e.g. a node of a cluster that sees other files under the same path
+        raise StageError(DATA_DIFFERS.format(host=socket.gethostname(), dataset=spec.data.dataset,
+                                             ours=splits.digest, planned=trial.data_digest))
+    splits = splits.to(dev)
     input_shape = tuple(splits.train.x.shape[1:])
-    num_classes = len(splits.train.class_names)
+    base_args = base_model_args(spec, len(splits.train.class_names), input_shape[0])
 
-    def fresh(state: dict | None = None, architecture: dict | None = None) -> nn.Module:
-        model = build_model(spec, num_classes, input_shape, architecture)
-        if state is not None:
-            model.load_state_dict(state)
+    def model_of(output: StageOutput) -> nn.Module:
+        model = ModelArgs.from_json(output.result.model).build()
+        model.load_state_dict(output.state)
         return model.to(dev)
 
-    def cpu_state(model: nn.Module) -> dict:
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-
-    def stage_result(checkpoint, **result) -> dict:
-        """A trained stage's result, saying where training resumed from a checkpoint."""
-        if checkpoint is not None and checkpoint.resumed_from:
-            result["resumed_from_epoch"] = checkpoint.resumed_from
-        return result
+    def trained(stage: Stage, model: nn.Module, args: ModelArgs, checkpoint, **result) -> tuple[dict, StageResult]:
+        """A trained stage's output: its weights, and its result naming how to rebuild it."""
+        resumed = checkpoint.resumed_from if checkpoint is not None and checkpoint.resumed_from else None
+        return cpu_state(model), StageResult(model=args.to_json(), resumed_from_epoch=resumed, **result)
 
     def build_base():
         generator = seed_everything(spec.seed, "base")
-        model = fresh()
+        model = base_args.build().to(dev)
         checkpoint = store.checkpoint(trial.stages["base"], every)
         history = stages.train_base(model, splits, spec, generator, checkpoint)
-        return cpu_state(model), stage_result(checkpoint, history=history)
+        return trained(trial.stages["base"], model, base_args, checkpoint, history=history)
 
-    base_out = store.get_or_build(trial.stages["base"], build_base)
-    base = fresh(base_out.state)
+    outputs = {"base": store.get_or_build(trial.stages["base"], build_base)}
+    base = model_of(outputs["base"])
 
     def build_linearize():
         generator = seed_everything(spec.seed, "linearize")
         checkpoint = store.checkpoint(trial.stages["linearize"], every)
-        linearized = stages.linearize(copy.deepcopy(base), splits, spec, generator, checkpoint)
-        return cpu_state(linearized.model), stage_result(
-            checkpoint, history=linearized.history, relu_count=count_relus(linearized.model, input_shape).total,
-            architecture=linearized.architecture, selected=linearized.selected)
+        done = stages.linearize(copy.deepcopy(base), base_args, splits, spec, generator, checkpoint)
+        return trained(trial.stages["linearize"], done.model, done.model_args, checkpoint, history=done.history,
+                       relu_count=count_relus(done.model, input_shape).total, selected=done.selected)
 
-    lin_out = store.get_or_build(trial.stages["linearize"], build_linearize)
-    architecture = lin_out.result.get("architecture", {})  # stages stored before DeepReDuce have none
+    outputs["linearize"] = store.get_or_build(trial.stages["linearize"], build_linearize)
 
-    def build_finetune():
-        generator = seed_everything(spec.seed, "finetune")
-        student = fresh(lin_out.state, architecture)
-        checkpoint = store.checkpoint(trial.stages["finetune"], every)
-        history = stages.finetune(student, copy.deepcopy(base), splits, spec.finetune, spec.data.batch_size, generator,
-                                  checkpoint)
-        return cpu_state(student), stage_result(checkpoint, history=history)
+    if "finetune" in trial.stages:
+        def build_finetune():
+            generator = seed_everything(spec.seed, "finetune")
+            args = ModelArgs.from_json(outputs["linearize"].result.model)
+            student = model_of(outputs["linearize"])
+            checkpoint = store.checkpoint(trial.stages["finetune"], every)
+            history = stages.finetune(student, copy.deepcopy(base), splits, spec.finetune, spec.data.batch_size,
+                                      generator, checkpoint)
+            return trained(trial.stages["finetune"], student, args, checkpoint, history=history)
 
-    fin_out = store.get_or_build(trial.stages["finetune"], build_finetune)
-    final = fresh(fin_out.state, architecture)
+        outputs["finetune"] = store.get_or_build(trial.stages["finetune"], build_finetune)
+    final_output = outputs[trial.final.kind]
+    final = model_of(final_output)
 
     base_acc, final_acc = evaluate(base, splits.test), evaluate(final, splits.test)
     relus = count_relus(final, input_shape)
     base_relus = count_relus(base, input_shape).total
     distance = param_distance(final, base)
-    metrics = trial_metrics(final_acc, base_acc, relus.total, base_relus, distance)
+    metrics = trial_metrics(final_acc, base_acc, relus.total, base_relus, distance, splits.train.group_sizes())
     metrics.update(_diagnostics(trial, store, base, final, splits, distance))
-    record = {
-        "trial_id": trial.id,
-        "name": trial.name,
-        "values": trial.values,
-        "spec": spec.model_dump(mode="json"),
-        "stages": {kind: stage.id for kind, stage in trial.stages.items()},
-        "trained": {"base": base_out.trained, "linearize": lin_out.trained, "finetune": fin_out.trained},
-        # seconds spent waiting for another trial to train a stage this one needs
-        "lock_wait_s": {"base": base_out.waited, "linearize": lin_out.waited, "finetune": fin_out.waited},
-        "worker": {"host": socket.gethostname(), "pid": os.getpid(), "node": node},
-        "timing": {"started": started, "seconds": time.perf_counter() - clock},  # Unix time; this call's seconds
-        "metrics": metrics,
-        "accuracy": {"base": base_acc.to_json(), "final": final_acc.to_json()},  # GroupMetrics, raw group names
-        "group_sizes": splits.group_sizes(),
-        "input_shape": list(input_shape),
-        "num_classes": num_classes,
-        "relu_sites": relus.sites,
-        "architecture": architecture,  # how the final model is built beyond the spec's model section
-        "linearization": lin_out.result.get("selected", {}),  # e.g. DeepReDuce's selected configuration
-    }
-    write_json_atomic(trial_record_path(store.root, trial.id), record)
+    record = TrialRecord(
+        trial_id=trial.id, name=trial.name, values=trial.values, spec=spec.model_dump(mode="json"),
+        stages={kind: stage.id for kind, stage in trial.stages.items()},
+        trained={kind: out.trained for kind, out in outputs.items()},
+        lock_wait_s={kind: out.waited for kind, out in outputs.items()},
+        worker=Worker(host=socket.gethostname(), pid=os.getpid(), node=node),
+        timing=Timing(started=started, seconds=time.perf_counter() - clock),
+        metrics=metrics, accuracy={"base": base_acc, "final": final_acc}, group_sizes=splits.group_sizes(),
+        input_shape=list(input_shape), num_classes=len(splits.train.class_names), relu_sites=relus.sites,
+        model=final_output.result.model, linearization=outputs["linearize"].result.selected)
+    write_trial_record(store.root, record)
     return record
 
 
@@ -168,9 +140,9 @@ def _diagnostics(trial: Trial, store: StageStore, base: nn.Module, final: nn.Mod
         return {}
 
     def measure_base():
-        return {}, diagnose(base, splits.test, cfg, trial.spec.seed).to_json()
+        return {}, StageResult(diagnostics=diagnose(base, splits.test, cfg, trial.spec.seed).to_json())
 
-    base_diag = Diagnostics.from_json(store.get_or_build(trial.base_diagnostics, measure_base).result)
+    base_diag = Diagnostics.from_json(store.get_or_build(trial.base_diagnostics, measure_base).result.diagnostics)
     final_diag = diagnose(final, splits.test, cfg, trial.spec.seed)
     metrics = {**final_diag.metrics(), **base_diag.metrics("base_")}
     if cfg.bound:

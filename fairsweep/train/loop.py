@@ -12,13 +12,12 @@ from torch import nn
 
 from fairsweep.data import GroupedData
 from fairsweep.errors import StageError
+from fairsweep.linearize import LossFn  # (model, x, y, g) -> (objective, per-sample loss (N,) the summary averages)
 from fairsweep.train.checkpoint import EpochCheckpoint
 
 DIVERGED = ("training diverged: the mean loss of epoch {epoch} is {loss}; lower the stage's learning rate "
             "(for a fairness-aware finetuning, also finetune.mu)")
 
-# loss_fn(model, x, y, g) -> (objective to minimize, per-sample loss (N,) that the epoch summary averages)
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -70,6 +69,11 @@ def predict(model: nn.Module, data: GroupedData, batch_size: int = 1024) -> torc
     logits = torch.cat([model(data.inputs(chunk)) for chunk in index.split(batch_size)])
     model.train(was_training)
     return logits
+
+
+def accuracy(model: nn.Module, data: GroupedData) -> float:
+    """The fraction of `data` that `model` classifies right (eval mode, no gradients)."""
+    return float((predict(model, data).argmax(1) == data.y).to(torch.float64).mean())
 
 
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:

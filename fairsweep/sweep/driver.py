@@ -1,0 +1,262 @@
+"""Run a whole sweep: pre-flight, the trials Ray Tune schedules, every finished trial logged to MLflow.
+
+Resuming is re-running: a trial whose MLflow run is finished is skipped, one whose record exists
+(its worker finished but the driver died before logging) is only logged, and the rest go to Tune,
+where each runs only the stages missing from the store. A grid's trials reach Tune through a
+searcher that hands out the plan (`PlanSearcher`), a search's through the Optuna study's
+(`StudySearcher`): one path for both.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from fairsweep.spec import Spec
+from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial
+from fairsweep.sweep.ray_session import RaySession
+from fairsweep.sweep.records import TrialRecord, read_trial_record, write_trial_record
+
+
+@dataclass
+class SweepOutcome:
+    plan: Plan
+    records: dict[str, TrialRecord]  # trial id -> record, for every finished trial of the plan
+    failed: dict[str, str] = field(default_factory=dict)  # trial id -> error
+    trained: dict[str, int] = field(default_factory=dict)  # stages trained by this invocation, by kind
+    lock_wait: float = 0.0  # seconds this invocation's trials waited for stages other trials were training
+    skipped: int = 0  # trials already finished before this invocation
+    parent_run_id: str = ""
+    seconds: float = 0.0
+    names: dict[str, str] = field(default_factory=dict)  # trial id -> name, of every trial the sweep met
+
+    def failed_names(self) -> dict[str, str]:
+        """The failures by trial name, for people."""
+        return {self.names.get(trial_id, trial_id): error for trial_id, error in self.failed.items()}
+
+
+class Tracking(Protocol):
+    """Where a sweep's results are recorded (MLflow: `fairsweep.tracking.SweepTracking`), handed to
+    `run_sweep` by its caller, so that the sweep layer does not import the tracking layer above it."""
+
+    def open_sweep(self, spec: Spec, num_trials: int) -> tuple[str, dict[str, str]]:
+        """The sweep's run (a previous run of the same spec's, or a new one), and the trial runs it holds
+        finished: (run id, trial id -> run id). Called on a thread of its own while Ray starts."""
+
+    def log_trial(self, parent_id: str, trial: Trial, record: TrialRecord, storage: Path) -> str:
+        """Log a finished trial (its stages' curves and final model from the store) as a run of the sweep's."""
+
+    def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Add metrics known only once other trials finished, leaving out those the run has."""
+
+    def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], failed: bool) -> None:
+        """The results table and the sweep's summary numbers; the run ends FINISHED or FAILED."""
+
+
+class SweepDriver:
+    """What the sweep has done, by trial id: the trials it met, the records of finished ones, failures, the
+    MLflow run of each logged trial, the stages trained and the waits. Tune's callback, the logging thread
+    and the search's searcher all report here; every change happens under one lock."""
+
+    def __init__(self, spec: Spec, plan: Plan, storage: Path, tracker, parent_run_id: str, logged: dict[str, str]):
+        self.spec, self.storage, self.tracker = spec, storage, tracker
+        self.outcome = SweepOutcome(plan, records={}, trained={k: 0 for k in STAGE_KINDS},
+                                    parent_run_id=parent_run_id)
+        self.trials: dict[str, Trial] = {}
+        self.logged = logged  # trial id -> MLflow run id, of the trials this sweep's run holds
+        self.progress = None
+        self._lock = threading.Lock()
+        for trial in plan.trials:
+            self._add(trial)
+
+    def _add(self, trial: Trial) -> None:
+        self.trials[trial.id] = trial
+        self.outcome.names[trial.id] = trial.name
+
+    def register(self, trial: Trial) -> None:
+        """A search trial joins the plan (the grid's are in it from the start)."""
+        with self._lock:
+            if trial.id not in self.trials:
+                self._add(trial)
+                self.outcome.plan.trials.append(trial)
+
+    def reuse(self, trial: Trial) -> TrialRecord | None:
+        """The record of a trial finished earlier (logged now if its driver died before logging it), or
+        None if the trial is to run."""
+        with self._lock:
+            record = self._finish(trial.id)
+            if record is None:
+                return None
+            self.outcome.skipped += 1
+        if self.progress is not None:
+            self.progress.trial_skipped()
+        return record
+
+    def started(self, trial_id: str) -> None:
+        self.progress.trial_started()
+
+    def completed(self, trial_id: str) -> None:
+        """A trial Tune ran has finished: log it, count its stages (on the logging thread)."""
+        with self._lock:
+            record = self._finish(trial_id)
+            if record is None:
+                return
+            for kind, trained in record.trained.items():
+                self.outcome.trained[kind] += int(trained)
+            self.outcome.lock_wait += sum(record.lock_wait_s.values())
+        self.progress.trial_done(record.name, record.metrics, record.trained)
+
+    def errored(self, trial_id: str) -> None:
+        self.progress.trial_failed(self.outcome.names.get(trial_id, trial_id))
+
+    def fail(self, trial_id: str, error: str) -> None:
+        with self._lock:
+            self.outcome.failed[trial_id] = error
+
+    def _finish(self, trial_id: str) -> TrialRecord | None:
+        """Under the lock: the finished trial's record, logged to MLflow if it is not yet; None if the trial
+        has not finished (or could not be logged, which is then a failure that re-running mends)."""
+        if trial_id in self.outcome.records:
+            return self.outcome.records[trial_id]
+        record = read_trial_record(self.storage, trial_id)
+        if record is None:
+            return None
+        # The record may come from another sweep sharing the storage: name it as this sweep does.
+        trial = self.trials[trial_id]
+        record = record.model_copy(update={"name": trial.name, "values": trial.values,
+                                           "spec": trial.spec.model_dump(mode="json")})
+        if trial_id not in self.logged:
+            try:
+                self.logged[trial_id] = self.tracker.log_trial(self.outcome.parent_run_id, trial, record, self.storage)
+            except Exception as exc:  # the trial's results are safe in the store; re-running logs them
+                self.outcome.failed[trial_id] = f"logging to MLflow failed: {exc}"
+                return None
+        self.outcome.records[trial_id] = record
+        return record
+
+    def add_mitigation_effects(self) -> None:
+        """Figure 9's metrics, once the sweep's trials are done: for every finished trial whose finetuning is
+        not plain KD (µ > 0, or the released code's), against its plain-KD twin (the same trial with µ = 0
+        under Algorithm 1, from this sweep or any other sharing the storage)."""
+        from fairsweep.metrics.mitigation import mitigation_metrics
+
+        outcome = self.outcome
+        for trial in outcome.plan.trials:
+            record = outcome.records.get(trial.id)
+            twin = plain_kd_twin(trial)
+            if record is None or twin is None:
+                continue
+            twin_record = outcome.records.get(twin.id) or read_trial_record(self.storage, twin.id)
+            if twin_record is None:
+                continue
+            metrics = mitigation_metrics(twin_record.accuracy["final"], record.accuracy["final"])
+            changed = {k: v for k, v in metrics.items() if repr(record.metrics.get(k)) != repr(v)}
+            if changed:
+                record.metrics.update(changed)
+                stored = read_trial_record(self.storage, trial.id)
+                if stored is not None:
+                    stored.metrics.update(changed)
+                    write_trial_record(self.storage, stored)
+            if trial.id in self.logged:
+                self.tracker.log_missing_metrics(self.logged[trial.id], metrics)
+
+
+def plain_kd_twin(trial: Trial) -> Trial | None:
+    """The same trial finetuned with plain KD (µ = 0 under Algorithm 1), or None if it is plain KD itself."""
+    finetune = trial.spec.finetune
+    if finetune.mu == 0 and finetune.mitigation == "algorithm1":
+        return None
+    plain = finetune.model_copy(update={"mu": 0.0, "mitigation": "algorithm1"})
+    return Trial(trial.spec.model_copy(update={"finetune": plain}), {}, trial.data_digest)
+
+
+def run_sweep(spec: Spec, storage: Path, tracking: Tracking, address: str | None = None, console=None
+              ) -> SweepOutcome:
+    from fairsweep.sweep.preflight import preflight
+
+    started = time.time()
+    storage = Path(storage).expanduser().resolve()
+    with RaySession(address or spec.resources.address) as ray:
+        if ray.address:  # fail fast on an unreachable cluster, before any work
+            ray.connect()
+        resources, where = ray.resources()
+        if spec.sweep.search is None:
+            checked = preflight(spec, storage, resources, where)
+            plan = checked.plan
+        else:  # trials come from the study as it runs; its probe values are checked now
+            from fairsweep.sweep.search import probe_points
+
+            checked = preflight(spec, storage, resources, where, points=probe_points(spec))
+            plan = Plan(spec, [])
+        if console is not None:
+            for summary in checked.data:
+                console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
+        return _run(spec, plan, storage, tracking, console, started, ray, checked.digests)
+
+
+def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, started: float, ray: RaySession,
+         digests) -> SweepOutcome:
+    from fairsweep.sweep.progress import Progress
+    from fairsweep.sweep.records import trial_record_path
+    from fairsweep.sweep.tune_backend import PlanSearcher, driver_callback, run_tune
+
+    search = spec.sweep.search
+    num_trials = len(plan.trials) if search is None else search.n_trials * search.seeds_per_trial
+    # A grid with trials to run starts its local Ray while MLflow opens on a thread (Ray wants the main
+    # thread; MLflow's imports and store, its tables on a first run, take seconds too). A trial with a
+    # record has finished: looking for the file is enough. A search learns whether it has work from its
+    # study; its Ray starts when Tune needs it.
+    start_early = search is None and not all(trial_record_path(storage, t.id).is_file() for t in plan.trials)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairsweep-mlflow") as opening:
+        opened = opening.submit(tracking.open_sweep, spec, num_trials)
+        if start_early:
+            ray.connect()
+        parent, logged = opened.result()
+    driver = SweepDriver(spec, plan, storage, tracking, parent, logged)
+    if search is None:
+        pending = [t for t in plan.trials if driver.reuse(t) is None and t.id not in driver.outcome.failed]
+        driver.progress = Progress(len(plan.trials), already_done=driver.outcome.skipped, console=console)
+        searcher = PlanSearcher(pending) if pending else None
+    else:
+        from fairsweep.sweep.search import StudySearcher, open_study
+
+        study = StudySearcher(open_study(spec, storage), spec, digests, driver.register, driver.reuse,
+                              lambda trial_id: read_trial_record(storage, trial_id))
+        study.adopt_finished()
+        driver.progress = Progress(study.total_trials, already_done=driver.outcome.skipped, console=console,
+                                   objectives=search.objectives)
+        searcher = study if study.has_work else None
+    if searcher is not None:
+        ray.connect()
+        # Tune waits for its callbacks before it starts the next trial: log on a thread of its own instead
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairsweep-logging") as logging_thread:
+            logged_futures = []
+            callback = driver_callback(driver.started,
+                                       lambda trial_id: logged_futures.append(logging_thread.submit(driver.completed,
+                                                                                                    trial_id)),
+                                       driver.errored)
+            failures = run_tune(spec, storage, searcher, callback)
+        for future in logged_futures:  # every finished trial is logged by now; an error in logging one is raised here
+            future.result()
+        for trial_id, error in failures.items():
+            driver.fail(trial_id, error)
+        for trial in list(driver.outcome.plan.trials):  # a completion the callback missed is still logged
+            if trial.id not in driver.outcome.records and trial.id not in driver.outcome.failed:
+                driver.completed(trial.id)
+    driver.progress.close()
+    driver.add_mitigation_effects()
+    outcome = driver.outcome
+    outcome.seconds = time.time() - started
+    from fairsweep.sweep.results import records_frame, results_table
+
+    table = results_table(records_frame(outcome.records.values(), spec.sweep.varied_keys), spec.sweep.varied_keys)
+    summary = {"trials_finished": len(outcome.records), "trials_failed": len(outcome.failed),
+               "wall_seconds": outcome.seconds, "lock_wait_seconds": outcome.lock_wait}
+    summary.update({f"stages_trained/{k}": v for k, v in outcome.trained.items()})
+    tracking.finish_sweep(parent, table.to_csv(index=False) if table is not None else "", summary,
+                          failed=bool(outcome.failed))
+    return outcome

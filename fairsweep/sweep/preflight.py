@@ -1,0 +1,217 @@
+"""Pre-flight: everything that can be known wrong before any training, reported together.
+
+In order: what every trial's spec names must exist (datasets, their attributes, architectures and
+their options: `check_spec`); then each data configuration is loaded (its files found, read and
+decoded into the cache once), its groups counted, the architecture checked against its inputs and
+each budget against the model's ReLUs, and Ray's resources against what a trial asks (`check_plan`).
+A problem is named at the key the user wrote (`sweep.grid.model.arch` for a grid's value).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fairsweep import errors
+from fairsweep.errors import UserError
+from fairsweep.spec import Spec
+from fairsweep.sweep.plan import Plan, Trial, base_model_args, make_plan
+
+
+def key_label(values: dict[str, Any], key: str, varied: str = "sweep.grid") -> str:
+    """How a problem names `key`: as the grid's (or search space's) key where the trial's value comes from there."""
+    return f"{varied}.{key}" if key in values else key
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What the driver saw of one data configuration of the plan (split with its first trial's seed)."""
+
+    dataset: str
+    seed: int
+    group_sizes: dict[str, dict[str, int]]  # split -> group -> samples
+    notes: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        """One line per group: its samples in train / val / test."""
+        sizes = self.group_sizes
+        head = f"data {self.dataset} (seed {self.seed}), samples per group in train / val / test:"
+        return [head, *(f"  {g}: {sizes['train'][g]} / {sizes['val'][g]} / {sizes['test'][g]}" for g in sizes["train"]),
+                *self.notes]
+
+
+@dataclass(frozen=True)
+class Checked:
+    plan: Plan  # the grid's trials; a search's probe trials
+    data: list[DataSummary]
+    digests: Any  # `ContentDigests`: each data configuration's content digest, for the trials still to come
+
+
+def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | None, where: str = "this machine",
+              points: list[dict[str, Any]] | None = None) -> Checked:
+    """Check `spec` (its grid's trials, or `points` instead: a search's probe values) and plan it; raises
+    a `UserError` with every problem found. `resources`: what Ray offers a trial (None: not checked)."""
+    from fairsweep.data import ContentDigests
+    from fairsweep.data.cache import DataCache
+    from fairsweep.sweep.store import StageStore
+
+    varied = "sweep.search.space" if spec.sweep.search is not None else "sweep.grid"
+    check_spec(spec, points if points is not None else spec.grid_points(), varied)
+    cache = DataCache(StageStore(storage).data_cache) if storage is not None else None
+    digests = ContentDigests(file_cache=cache)
+    if points is None:
+        plan = make_plan(spec, digests)
+    else:
+        plan = Plan(spec, [Trial.of(spec, p, digests) for p in points])
+    return Checked(plan, check_plan(plan, resources, where, storage), digests)
+
+
+def check_spec(spec: Spec, points: list[dict[str, Any]], varied: str = "sweep.grid") -> None:
+    """What each trial's spec names must be registered: the dataset and its attributes, the architecture and
+    the options it is given. Every problem once, at the key the user wrote."""
+    from fairsweep.data import data_problems
+    from fairsweep.models import architectures_taking, list_models, takes_option
+
+    problems: list[str] = []
+    for values in points or [{}]:
+        trial_spec = spec.with_values(values)
+        problems.extend(data_problems(trial_spec.data, lambda key: key_label(values, f"data.{key}", varied)))
+        model = trial_spec.model
+        arch_key = key_label(values, "model.arch", varied)
+        if model.arch not in list_models():
+            problems.append(errors.BAD_VALUE.format(key=arch_key, value=model.arch, reason=errors.unknown_name(
+                "architecture", model.arch, list_models())))
+        elif model.stem_relu is not None and not takes_option(model.arch, "stem_relu"):
+            problems.append(errors.STEM_RELU_NOT_TAKEN.format(
+                key=key_label(values, "model.stem_relu", varied), value=model.stem_relu, arch=model.arch,
+                taking=", ".join(architectures_taking("stem_relu"))))
+    if problems:
+        raise UserError(list(dict.fromkeys(problems)))
+
+
+def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "this machine",
+               storage: Path | None = None) -> list[DataSummary]:
+    """The checks that need the data: group sizes, the architecture against the inputs, budgets against the
+    model's ReLUs, and (unless `resources` is None) whether Ray can ever schedule a trial.
+
+    Each data configuration is loaded here, in the driver, so a dataset's files are found, read and
+    decoded into the cache under `storage` (if given) once, before any trial needs them (kept even if
+    the plan has problems: decoding is the expensive part). Once the plan has none, each configuration
+    is split with every seed of the plan, checked, and cached there too, so that the trials' workers
+    never compute a split. Returns what was seen of each data configuration (split with its first seed)."""
+    from fairsweep.data import dataset_info, load_splits
+    from fairsweep.data.cache import DataCache
+    from fairsweep.sweep.store import StageStore
+
+    problems = resource_problems(plan.spec, resources, where)
+    cache = DataCache(StageStore(storage).data_cache) if storage is not None else None
+    summaries: dict[str, DataSummary | None] = {}
+    inputs: dict[str, tuple[tuple[int, ...], int]] = {}  # data key -> (input shape, classes)
+    counts: dict[str, Any] = {}  # model_problems' memo across trials
+    seeds: dict[tuple[str, int], Spec] = {}  # (data key, seed) -> a spec with them
+    varied = "sweep.search.space" if plan.spec.sweep.search is not None else "sweep.grid"
+    for trial in plan.trials:
+        spec = trial.spec
+        data_key = json.dumps(spec.data.model_dump(mode="json"), sort_keys=True)
+        seeds.setdefault((data_key, spec.seed), spec)
+        if data_key not in summaries:
+            try:
+                splits = load_splits(spec.data, spec.seed, None if dataset_info(spec.data.dataset).embedded else cache)
+            except UserError as exc:
+                problems.extend(exc.problems)
+                summaries[data_key] = None
+                continue
+            summaries[data_key] = DataSummary(spec.data.dataset, spec.seed, splits.group_sizes(), splits.notes)
+            inputs[data_key] = (tuple(splits.train.x.shape[1:]), len(splits.train.class_names))
+        if summaries[data_key] is None:
+            continue
+        problems.extend(model_problems(spec, *inputs[data_key], key_label(trial.values, "linearize.budget", varied),
+                                       counts))
+    if not problems and cache is not None:
+        for spec in seeds.values():
+            try:
+                load_splits(spec.data, spec.seed, cache)
+            except UserError as exc:  # e.g. a group too small in this seed's split
+                problems.extend(exc.problems)
+    if problems:
+        raise UserError(list(dict.fromkeys(problems)))
+    return [summary for summary in summaries.values() if summary is not None]
+
+
+def resource_problems(spec: Spec, resources: dict[str, float] | None, where: str) -> list[str]:
+    """A trial asking for more CPUs or GPUs than any one node offers could never be scheduled."""
+    if resources is None:
+        return []
+    res, problems = spec.resources, []
+    if res.gpus_per_trial > resources.get("GPU", 0):
+        problems.append(errors.RESOURCES_UNAVAILABLE.format(
+            key="gpus_per_trial", need=res.gpus_per_trial, where=where, have=int(resources.get("GPU", 0)),
+            unit="GPUs", hint="Use `--set resources.device=cpu --set resources.gpus_per_trial=0`."))
+    if res.cpus_per_trial > resources.get("CPU", 0):
+        problems.append(errors.RESOURCES_UNAVAILABLE.format(
+            key="cpus_per_trial", need=res.cpus_per_trial, where=where, have=int(resources.get("CPU", 0)),
+            unit="CPUs", hint="Lower resources.cpus_per_trial."))
+    return problems
+
+
+def model_problems(spec: Spec, input_shape: tuple[int, ...], num_classes: int, budget_key: str,
+                   cache: dict[str, Any]) -> list[str]:
+    """The architecture must take the data's inputs and the budget must be within the model's ReLUs
+    (for DeepReDuce, within its configurations' range). `cache` keeps counts across trials."""
+    import torch
+
+    from fairsweep.linearize import count_relus, resolve_budget
+    from fairsweep.linearize.deepreduce import enumerate_configurations
+    from fairsweep.models import input_problem
+
+    args = base_model_args(spec, num_classes, input_shape[0])
+    shape = "×".join(map(str, input_shape))
+    model_key = json.dumps([args.arch, args.options, input_shape], sort_keys=True)
+    if model_key not in cache:
+        problem = input_problem(args.arch, input_shape, **args.options)
+        if problem is None:
+            with torch.device("meta"):  # shapes only: counting needs no compute
+                model = args.build()
+            cache[model_key] = count_relus(model, input_shape).total
+        else:
+            cache[model_key] = errors.INPUT_NOT_ACCEPTED.format(arch=args.arch, dataset=spec.data.dataset,
+                                                                shape=shape, reason=problem)
+    if isinstance(cache[model_key], str):
+        return [cache[model_key]]
+    total = cache[model_key]
+    lin = spec.linearize
+    budget = resolve_budget(lin.budget, total)
+    if budget > total:
+        return [errors.BUDGET_RANGE.format(key=budget_key, total=total, value=lin.budget)]
+    if lin.method != "deepreduce":
+        return []
+    dr = lin.deepreduce
+    dr_key = json.dumps([model_key, dr.width_factors, dr.resolution_factors])
+    if dr_key not in cache:
+        counts = [c.relu_count for c in enumerate_configurations(args.arch, input_shape, args.options.get("width"),
+                                                                 dr.width_factors, dr.resolution_factors,
+                                                                 args.options)]
+        cache[dr_key] = (min(counts), max(counts)) if counts else None
+    if cache[dr_key] is None:
+        return [errors.DR_NO_CONFIGURATION.format(arch=args.arch, shape=shape)]
+    low, high = cache[dr_key]
+    if budget < low:
+        return [errors.DR_BUDGET_BELOW.format(key=budget_key, arch=args.arch, shape=shape, low=low, high=high,
+                                              value=lin.budget, budget=budget)]
+    return []
+
+
+def describe_plan(plan: Plan, storage: Path | None = None) -> dict[str, Any]:
+    """Trials, unique stages per kind, and how many of those are already stored."""
+    from fairsweep.sweep.plan import STAGE_KINDS
+    from fairsweep.sweep.store import StageStore
+
+    store = StageStore(storage) if storage is not None else None
+    out: dict[str, Any] = {"trials": len(plan.trials), "stages": {}}
+    for kind in STAGE_KINDS:
+        unique = plan.unique_stages(kind)
+        stored = sum(store.has(s) for s in unique.values()) if store else 0
+        out["stages"][kind] = {"unique": len(unique), "stored": stored}
+    return out

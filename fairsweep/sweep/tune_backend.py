@@ -1,0 +1,130 @@
+"""Ray Tune as the sweep's scheduler: the trainable (one fairsweep trial per Tune trial), the searcher
+that hands out a grid's trials (`PlanSearcher`; a search's is `search.StudySearcher`), the driver's
+callback, and the Tuner. Grid and search share this one path: a searcher hands out
+`{"trial_id", "values", "data_digest"}`, the trainable rebuilds the trial from the sweep's spec.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from ray.tune.search import Searcher
+
+from fairsweep.data import DATA_ENV
+from fairsweep.spec import Spec
+from fairsweep.sweep.plan import Trial, resolve_spec
+from fairsweep.sweep.ray_session import one_line
+
+
+def trial_config(trial: Trial) -> dict:
+    """What a searcher hands Tune for `trial`: enough for the worker to rebuild it exactly."""
+    return {"trial_id": trial.id, "values": trial.values, "data_digest": trial.data_digest}
+
+
+class PlanSearcher(Searcher):
+    """Hands out a grid's trials in the plan's order, then says it is finished."""
+
+    def __init__(self, trials: list[Trial]):
+        super().__init__()
+        self.queue = deque(trials)
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        return trial_config(self.queue.popleft()) if self.queue else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """The driver's callback logs each trial; nothing to learn from it here."""
+
+    def __reduce__(self):  # Tune pickles its state; the plan stays with the driver
+        return (Searcher, ())
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: resuming re-plans from the spec and the trial records."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """See `save`."""
+
+
+def tune_trial(config: dict, *, storage: str, device: str, threads: int, spec: dict,
+               data_env: str | None = None) -> None:
+    """The Ray Tune trainable: one trial, its stages through the shared store.
+
+    The trial is the sweep's `spec` with the config's values set (its data defaults resolved as the
+    driver resolved them); its data comes decoded from the cache under `storage` and must have the
+    content the driver planned with. `data_env` is the driver's $FAIRSWEEP_DATA, for workers started
+    without it (a worker's own setting wins)."""
+    import ray
+    import torch
+    from ray import tune
+
+    from fairsweep.sweep.store import StageStore
+    from fairsweep.sweep.trial import run_trial
+
+    if data_env:
+        os.environ.setdefault(DATA_ENV, data_env)
+    torch.set_num_threads(threads)
+    sweep_spec = Spec.model_validate(spec)
+    trial = Trial(resolve_spec(sweep_spec.with_values(config["values"])), config["values"], config["data_digest"])
+    assert trial.id == config["trial_id"], "the worker's trial differs from the driver's"
+    record = run_trial(trial, StageStore(storage), device, node=ray.get_runtime_context().get_node_id())
+    report = {k: v for k, v in record.metrics.items() if isinstance(v, float) and math.isfinite(v)}
+    report.update({f"trained_{k}": int(v) for k, v in record.trained.items()})
+    tune.report(report)
+
+
+def driver_callback(on_start: Callable[[str], None], on_complete: Callable[[str], None],
+                    on_error: Callable[[str], None]):
+    """A Tune callback in the driver, told each trial's fairsweep id as it starts, completes or fails."""
+    from ray import tune
+
+    class DriverCallback(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            on_start(trial.config["trial_id"])
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            on_complete(trial.config["trial_id"])
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            on_error(trial.config["trial_id"])
+
+        def __reduce__(self):  # Tune pickles its run config; the driver-side state stays behind
+            return (tune.Callback, ())
+
+    return DriverCallback()
+
+
+def run_tune(spec: Spec, storage: Path, searcher: Searcher, callback) -> dict[str, str]:
+    """Run the trials `searcher` hands out on the connected Ray, until it is finished. Returns the errors
+    of the trials that failed, by fairsweep trial id."""
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    res = spec.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, storage=str(storage), device=res.device,
+                             threads=max(1, int(res.cpus_per_trial)), spec=spec.model_dump(mode="json"),
+                             data_env=os.environ.get(DATA_ENV)),
+        {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True,
+                                    max_concurrent_trials=spec.sweep.max_concurrent_trials),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(storage / "tune"),
+            failure_config=tune.FailureConfig(max_failures=res.max_failures),
+            callbacks=[callback, JsonLoggerCallback()],
+            verbose=0,
+        ),
+    )
+    failures = {}
+    for result in tuner.fit():
+        if result.error is not None:
+            # a trial that failed before its trainable started has no config in its result
+            trial_id = (result.config or {}).get("trial_id")
+            failures[trial_id or f"<trial {len(failures)}>"] = one_line(result.error)
+    return failures
