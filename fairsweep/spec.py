@@ -179,6 +179,7 @@ class LinearizeConfig(Section):
     lr: float = Field(default=1e-3, gt=0)  # Adam, on weights and gates
     lambda_init: float = Field(default=1e-5, gt=0)
     lambda_growth: float = Field(default=1.1, ge=1)
+    lambda_warmup: int = Field(default=5, ge=0)  # epochs before λ may grow, as both SNL codebases
     threshold: float = Field(default=0.01, gt=0, lt=1)  # a gate above it counts as a live ReLU
     temperature: float = Field(default=4.0, gt=0)
     max_epochs: int = Field(default=300, ge=1)  # fail clearly if the budget is not reached by then
