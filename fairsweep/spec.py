@@ -217,14 +217,16 @@ class DiagnosticsConfig(Section):
     """The paper's per-group diagnostics of a trial's final and base models (section 4, Theorem 4.4).
 
     Computed on the evaluation split, with at most `max_samples_per_group` samples of each group
-    (the first ones in the split's seeded order), in eval mode, on the cross-entropy loss.
+    (drawn at random from the group's samples, seeded by the trial's seed: never the first ones in
+    the data's order, which may be sorted by an attribute such as age), in eval mode, on the
+    cross-entropy loss.
     """
 
     grad_norms: bool = True  # group_grad_norm/<g>: ‖∇θ mean loss over the group‖₂
     margins: bool = True  # group_margin/<g>: mean softmax top-1 − top-2 probability
     hessian: bool = True  # group_hessian_eig/<g>: top Hessian eigenvalue by power iteration on HVPs
     bound: bool = True  # bound/<g> and excess_loss/<g> (Theorem 4.4); needs grad_norms and hessian
-    max_samples_per_group: int | None = Field(default=256, ge=1)  # None: every sample
+    max_samples_per_group: int | None = Field(default=256, ge=1)  # a seeded random draw; None: every sample
     hessian_iters: int = Field(default=50, ge=1)
     hessian_tol: float = Field(default=1e-3, gt=0)  # stop when the estimate moves less than this, relatively
 

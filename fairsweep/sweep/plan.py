@@ -18,6 +18,9 @@ from fairsweep.spec import Spec
 STAGE_KINDS = ("base", "linearize", "finetune")
 # Bump when a stage's code changes what it computes, so stored stages are not reused wrongly.
 STAGE_FORMAT = 1
+# The same for what the diagnostics compute (part of a base model's diagnostics stage and of a trial's
+# identity). 2: a group capped at max_samples_per_group is a seeded random draw, no longer its first samples.
+DIAGNOSTICS_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -48,14 +51,19 @@ class Trial:
         return {"base": base, "linearize": lin, "finetune": fin}
 
     @cached_property
+    def diagnostics_identity(self) -> dict[str, Any]:
+        """What is measured of a model: the diagnostics config and the format of their code."""
+        return {**self.spec.diagnostics.model_dump(mode="json"), "format": DIAGNOSTICS_FORMAT}
+
+    @cached_property
     def base_diagnostics(self) -> Stage:
         """The base model's diagnostics, measured once per base model and diagnostics config."""
-        return Stage("diagnose", {"diagnostics": self.spec.diagnostics.model_dump(mode="json")}, self.stages["base"])
+        return Stage("diagnose", {"diagnostics": self.diagnostics_identity}, self.stages["base"])
 
     @cached_property
     def id(self) -> str:
         """The final stage's identity and what is measured of it."""
-        content = {"finetune": self.stages["finetune"].id, "diagnostics": self.spec.diagnostics.model_dump(mode="json")}
+        content = {"finetune": self.stages["finetune"].id, "diagnostics": self.diagnostics_identity}
         return "trial-" + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
