@@ -127,6 +127,15 @@ class DataConfig(Section):
 class ModelConfig(Section):
     arch: str = "small_cnn"
     width: int | None = Field(default=None, ge=1)  # channels of the first stage; None: the architecture's own
+    # a ReLU after the stem; None: the architecture's own (our ResNets have one). false: the SNL authors'
+    # ResNet, 491,520 ReLUs (ResNet-18) or 901,120 (ResNet-34) at 32×32, of which the paper's budgets are
+    # fractions. Only for architectures that take it (resnet18, resnet34): the sweep's checks say so.
+    stem_relu: bool | None = None
+
+    def factory_kwargs(self) -> dict[str, Any]:
+        """The `create_model` arguments this section sets; one left at None is the architecture's own."""
+        return {key: value for key, value in (("width", self.width), ("stem_relu", self.stem_relu))
+                if value is not None}
 
     @field_validator("arch")
     @classmethod

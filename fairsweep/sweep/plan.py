@@ -21,6 +21,9 @@ STAGE_FORMAT = 1
 # The same for what the diagnostics compute (part of a base model's diagnostics stage and of a trial's
 # identity). 2: a group capped at max_samples_per_group is a seeded random draw, no longer its first samples.
 DIAGNOSTICS_FORMAT = 2
+# Keys a stage's config gained after stages were stored, with the value at which they compute what those
+# stages computed: at that value a key is no part of the identity, so the stages stored before it are found.
+LATER_KEYS = {"model": {"stem_relu": None}}
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class Trial:
     @cached_property
     def stages(self) -> dict[str, Stage]:
         s = self.spec.model_dump(mode="json")
-        base = Stage("base", {"seed": s["seed"], "data": s["data"], "model": s["model"], "base": s["base"]})
+        base = Stage("base", {"seed": s["seed"], "data": s["data"], "model": _identity("model", s["model"]),
+                              "base": s["base"]})
         lin = Stage("linearize", {"linearize": _method_config(s["linearize"])}, base)
         fin = Stage("finetune", {"finetune": s["finetune"]}, lin)
         return {"base": base, "linearize": lin, "finetune": fin}
@@ -69,6 +73,12 @@ class Trial:
     @property
     def name(self) -> str:
         return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.values.items()) or "trial"
+
+
+def _identity(section: str, config: dict[str, Any]) -> dict[str, Any]:
+    """`config` without the keys of LATER_KEYS[section] that are at their value of before."""
+    later = LATER_KEYS.get(section, {})
+    return {key: value for key, value in config.items() if key not in later or value != later[key]}
 
 
 def _method_config(linearize: dict[str, Any]) -> dict[str, Any]:
