@@ -57,6 +57,10 @@ DR_NO_CONFIGURATION = (
     "given; include 1.0 in width_factors and resolution_factors."
 )
 ARCH_INPUT = "{arch} cannot take a {shape} input: {reason}."
+STEM_RELU_NOT_TAKEN = (
+    "`{key}` is {value}, but architecture `{arch}` has no stem_relu option (whether a ReLU follows the stem): "
+    "only {takes} take it. Leave it out for `{arch}`."
+)
 INPUT_NOT_ACCEPTED = "`model.arch`: {arch} cannot take the inputs of dataset `{dataset}` ({shape} per sample): {reason}."
 BUDGET_NOT_INTEGER = "`{key}`: an absolute budget (>= 1) must be a whole number of ReLUs, got {value!r}."
 NO_RAY_CLUSTER = (

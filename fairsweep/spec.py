@@ -127,6 +127,15 @@ class DataConfig(Section):
 class ModelConfig(Section):
     arch: str = "small_cnn"
     width: int | None = Field(default=None, ge=1)  # channels of the first stage; None: the architecture's own
+    # a ReLU after the stem; None: the architecture's own (our ResNets have one). false: the SNL authors'
+    # ResNet, 491,520 ReLUs (ResNet-18) or 901,120 (ResNet-34) at 32×32, of which the paper's budgets are
+    # fractions. Only for architectures that take it (resnet18, resnet34): the sweep's checks say so.
+    stem_relu: bool | None = None
+
+    def factory_kwargs(self) -> dict[str, Any]:
+        """The `create_model` arguments this section sets; one left at None is the architecture's own."""
+        return {key: value for key, value in (("width", self.width), ("stem_relu", self.stem_relu))
+                if value is not None}
 
     @field_validator("arch")
     @classmethod
@@ -179,6 +188,7 @@ class LinearizeConfig(Section):
     lr: float = Field(default=1e-3, gt=0)  # Adam, on weights and gates
     lambda_init: float = Field(default=1e-5, gt=0)
     lambda_growth: float = Field(default=1.1, ge=1)
+    lambda_warmup: int = Field(default=5, ge=0)  # epochs before λ may grow, as both SNL codebases
     threshold: float = Field(default=0.01, gt=0, lt=1)  # a gate above it counts as a live ReLU
     temperature: float = Field(default=4.0, gt=0)
     max_epochs: int = Field(default=300, ge=1)  # fail clearly if the budget is not reached by then
@@ -222,14 +232,16 @@ class DiagnosticsConfig(Section):
     """The paper's per-group diagnostics of a trial's final and base models (section 4, Theorem 4.4).
 
     Computed on the evaluation split, with at most `max_samples_per_group` samples of each group
-    (the first ones in the split's seeded order), in eval mode, on the cross-entropy loss.
+    (drawn at random from the group's samples, seeded by the trial's seed: never the first ones in
+    the data's order, which may be sorted by an attribute such as age), in eval mode, on the
+    cross-entropy loss.
     """
 
     grad_norms: bool = True  # group_grad_norm/<g>: ‖∇θ mean loss over the group‖₂
     margins: bool = True  # group_margin/<g>: mean softmax top-1 − top-2 probability
     hessian: bool = True  # group_hessian_eig/<g>: top Hessian eigenvalue by power iteration on HVPs
     bound: bool = True  # bound/<g> and excess_loss/<g> (Theorem 4.4); needs grad_norms and hessian
-    max_samples_per_group: int | None = Field(default=256, ge=1)  # None: every sample
+    max_samples_per_group: int | None = Field(default=256, ge=1)  # a seeded random draw; None: every sample
     hessian_iters: int = Field(default=50, ge=1)
     hessian_tol: float = Field(default=1e-3, gt=0)  # stop when the estimate moves less than this, relatively
 

@@ -64,16 +64,18 @@ def _sites(arch: str, input_shape: tuple[int, ...], **kwargs) -> dict[str, tuple
 
 
 def enumerate_configurations(arch: str, input_shape: tuple[int, ...], width: int | None, width_factors: list[float],
-                             resolution_factors: list[float]) -> list[Configuration]:
+                             resolution_factors: list[float], options: dict | None = None) -> list[Configuration]:
     """Every configuration `arch` can take at `input_shape` (reshapings it cannot take are left out),
-    least reshaped, least culled and unthinned first."""
+    least reshaped, least culled and unthinned first. `options`: the architecture's other arguments
+    (the spec's `model.factory_kwargs()`, e.g. stem_relu); width and resolution are the configuration's."""
     base_width = width or default_width(arch)
     configurations = []
     for alpha, rho in itertools.product(sorted(width_factors, reverse=True), sorted(resolution_factors, reverse=True)):
         scaled = max(1, round(alpha * base_width))
-        if input_problem(arch, input_shape, width=scaled, resolution=rho) is not None:
+        kwargs = {**(options or {}), "width": scaled, "resolution": rho}
+        if input_problem(arch, input_shape, **kwargs) is not None:
             continue
-        sites = _sites(arch, input_shape, width=scaled, resolution=rho)
+        sites = _sites(arch, input_shape, **kwargs)
         groups = culling_order(list(dict.fromkeys(stage_of(name) for name in sites)))
         thinning = (False, True) if any(residual for _, residual in sites.values()) else (False,)
         for k, thinned in itertools.product(range(len(groups)), thinning):
@@ -90,10 +92,11 @@ def select_configuration(configurations: list[Configuration], budget: int) -> Co
     return max(fitting, key=lambda c: c.relu_count, default=None)
 
 
-def build_configured(arch: str, num_classes: int, input_shape: tuple[int, ...], config: Configuration) -> nn.Module:
-    """The configured model, its removed ReLUs as all-zero masks."""
-    model = create_model(arch, num_classes=num_classes, in_channels=input_shape[0], width=config.width,
-                         resolution=config.resolution_factor)
+def build_configured(arch: str, num_classes: int, input_shape: tuple[int, ...], config: Configuration,
+                     options: dict | None = None) -> nn.Module:
+    """The configured model (`options` as in `enumerate_configurations`), its removed ReLUs as all-zero masks."""
+    model = create_model(arch, num_classes=num_classes, in_channels=input_shape[0],
+                         **{**(options or {}), "width": config.width, "resolution": config.resolution_factor})
     count_relus(model, input_shape)  # gives every site its unit shape
     for name, site in relu_sites(model).items():
         if config.removes(name, site.residual):
@@ -108,13 +111,14 @@ def deepreduce(base: nn.Module, splits: Splits, spec, budget: int, generator: to
 
     cfg = spec.linearize.deepreduce
     input_shape = tuple(splits.train.x.shape[1:])
+    options = spec.model.factory_kwargs()
     configurations = enumerate_configurations(spec.model.arch, input_shape, spec.model.width, cfg.width_factors,
-                                              cfg.resolution_factors)
+                                              cfg.resolution_factors, options)
     config = select_configuration(configurations, budget)
     if config is None:  # the sweep's checks reject such a budget before any training
         raise ValueError(f"no DeepReDuce configuration of {spec.model.arch} has at most {budget} ReLUs")
     device = next(base.parameters()).device
-    model = build_configured(spec.model.arch, len(splits.train.class_names), input_shape, config).to(device)
+    model = build_configured(spec.model.arch, len(splits.train.class_names), input_shape, config, options).to(device)
     kd = kd_loss(base.eval(), spec.linearize.temperature, ce_weight=0.5, kd_weight=0.5)  # 0.5·CE + 0.5·T²·KL
     history = fit(model, splits, cfg, spec.data.batch_size, generator, mean_objective(kd), checkpoint=checkpoint)
     return Linearized(model, history, architecture={"width": config.width, "resolution": config.resolution_factor},

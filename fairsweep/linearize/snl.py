@@ -1,10 +1,12 @@
-"""Selective Network Linearization (Cho et al., 2022), as DESIGN.md states it.
+"""Selective Network Linearization (Cho et al., 2022).
 
 Every unit gets a trainable gate α (init 1): α·relu(x) + (1−α)·x. Weights and gates train with
 Adam on CE + KD from the base model + λ·Σ|α|; after each epoch in which the count of gates above
 the threshold did not fall below its lowest so far (as the authors' code compares), λ grows by
-`lambda_growth`. Once the count is at or below the budget, the `budget` largest gates become ReLUs
-(mask 1) and the rest identities (mask 0), frozen: masks are buffers, not parameters.
+`lambda_growth`, but not before epoch `lambda_warmup` (0-based; both SNL codebases wait 5 epochs:
+`elif relu_count >= lowest_relu_count and epoch >= 5`). Once the count is at or below the budget,
+the `budget` largest gates become ReLUs (mask 1) and the rest identities (mask 0), frozen: masks are
+buffers, not parameters.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def snl(base: nn.Module, splits: Splits, spec, budget: int, generator: torch.Gen
         history.append({"epoch": summary.epoch, "loss": summary.loss, "lambda": lam, "live_relus": live})
         if live <= budget:
             return True
-        if live >= lowest:
+        if live >= lowest and summary.epoch >= cfg.lambda_warmup:
             lam *= cfg.lambda_growth
         lowest = min(lowest, live)
         return False

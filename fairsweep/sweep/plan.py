@@ -18,6 +18,12 @@ from fairsweep.spec import Spec
 STAGE_KINDS = ("base", "linearize", "finetune")
 # Bump when a stage's code changes what it computes, so stored stages are not reused wrongly.
 STAGE_FORMAT = 1
+# The same for what the diagnostics compute (part of a base model's diagnostics stage and of a trial's
+# identity). 2: a group capped at max_samples_per_group is a seeded random draw, no longer its first samples.
+DIAGNOSTICS_FORMAT = 2
+# Keys a stage's config gained after stages were stored, with the value at which they compute what those
+# stages computed: at that value a key is no part of the identity, so the stages stored before it are found.
+LATER_KEYS = {"model": {"stem_relu": None}}
 
 
 @dataclass(frozen=True)
@@ -42,25 +48,37 @@ class Trial:
     @cached_property
     def stages(self) -> dict[str, Stage]:
         s = self.spec.model_dump(mode="json")
-        base = Stage("base", {"seed": s["seed"], "data": s["data"], "model": s["model"], "base": s["base"]})
+        base = Stage("base", {"seed": s["seed"], "data": s["data"], "model": _identity("model", s["model"]),
+                              "base": s["base"]})
         lin = Stage("linearize", {"linearize": _method_config(s["linearize"])}, base)
         fin = Stage("finetune", {"finetune": s["finetune"]}, lin)
         return {"base": base, "linearize": lin, "finetune": fin}
 
     @cached_property
+    def diagnostics_identity(self) -> dict[str, Any]:
+        """What is measured of a model: the diagnostics config and the format of their code."""
+        return {**self.spec.diagnostics.model_dump(mode="json"), "format": DIAGNOSTICS_FORMAT}
+
+    @cached_property
     def base_diagnostics(self) -> Stage:
         """The base model's diagnostics, measured once per base model and diagnostics config."""
-        return Stage("diagnose", {"diagnostics": self.spec.diagnostics.model_dump(mode="json")}, self.stages["base"])
+        return Stage("diagnose", {"diagnostics": self.diagnostics_identity}, self.stages["base"])
 
     @cached_property
     def id(self) -> str:
         """The final stage's identity and what is measured of it."""
-        content = {"finetune": self.stages["finetune"].id, "diagnostics": self.spec.diagnostics.model_dump(mode="json")}
+        content = {"finetune": self.stages["finetune"].id, "diagnostics": self.diagnostics_identity}
         return "trial-" + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def name(self) -> str:
         return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.values.items()) or "trial"
+
+
+def _identity(section: str, config: dict[str, Any]) -> dict[str, Any]:
+    """`config` without the keys of LATER_KEYS[section] that are at their value of before."""
+    later = LATER_KEYS.get(section, {})
+    return {key: value for key, value in config.items() if key not in later or value != later[key]}
 
 
 def _method_config(linearize: dict[str, Any]) -> dict[str, Any]:

@@ -125,19 +125,25 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
 
 def model_problems(spec: Spec, input_shape: tuple[int, ...], num_classes: int, budget_key: str,
                    cache: dict[str, Any]) -> list[str]:
-    """The architecture must take the data's inputs and the budget must be within the model's ReLUs
-    (for DeepReDuce, within its configurations' range). `cache` keeps counts across trials."""
+    """The architecture must take the model section's options (stem_relu) and the data's inputs, and the
+    budget must be within the model's ReLUs (for DeepReDuce, within its configurations' range). `cache`
+    keeps counts across trials."""
     import torch
 
     from fairsweep.linearize import count_relus, resolve_budget
     from fairsweep.linearize.deepreduce import enumerate_configurations
-    from fairsweep.models import input_problem
+    from fairsweep.models import input_problem, stem_relu_problem
     from fairsweep.sweep.trial import build_model
 
     arch, width, shape = spec.model.arch, spec.model.width, "×".join(map(str, input_shape))
-    model_key = json.dumps([arch, width, input_shape])
+    options = spec.model.factory_kwargs()
+    problem = None if spec.model.stem_relu is None else stem_relu_problem(arch, "model.stem_relu",
+                                                                          str(spec.model.stem_relu).lower())
+    if problem is not None:
+        return [problem]
+    model_key = json.dumps([arch, options, input_shape])
     if model_key not in cache:
-        problem = input_problem(arch, input_shape, **({} if width is None else {"width": width}))
+        problem = input_problem(arch, input_shape, **options)
         if problem is None:
             with torch.device("meta"):  # shapes only: counting needs no compute
                 model = build_model(spec, num_classes, input_shape)
@@ -158,7 +164,7 @@ def model_problems(spec: Spec, input_shape: tuple[int, ...], num_classes: int, b
     dr_key = json.dumps([model_key, dr.width_factors, dr.resolution_factors])
     if dr_key not in cache:
         counts = [c.relu_count for c in enumerate_configurations(arch, input_shape, width, dr.width_factors,
-                                                                 dr.resolution_factors)]
+                                                                 dr.resolution_factors, options)]
         cache[dr_key] = (min(counts), max(counts)) if counts else None
     if cache[dr_key] is None:
         return [errors.DR_NO_CONFIGURATION.format(arch=arch, shape=shape)]

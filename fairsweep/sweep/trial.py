@@ -42,8 +42,7 @@ def resolve_device(device: str) -> torch.device:
 def build_model(spec: Spec, num_classes: int, input_shape: tuple[int, ...], architecture: dict | None = None
                 ) -> nn.Module:
     """The spec's model; `architecture` overrides its arguments (a DeepReDuce stage's width and resolution)."""
-    kwargs = {} if spec.model.width is None else {"width": spec.model.width}
-    kwargs.update(architecture or {})
+    kwargs = {**spec.model.factory_kwargs(), **(architecture or {})}
     return create_model(spec.model.arch, num_classes=num_classes, in_channels=input_shape[0], **kwargs)
 
 
