@@ -120,6 +120,10 @@ def relus(
     in_channels: Annotated[int, typer.Option(min=1, help="channels of the input")] = 3,
     num_classes: Annotated[int, typer.Option(min=1, help="classifier outputs")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help='print {"total", "stages", "sites"} as JSON')] = False,
+    stem_relu: Annotated[Optional[bool], typer.Option(
+        "--stem-relu/--no-stem-relu", help="--no-stem-relu: no ReLU after the stem, as the SNL authors' ResNet "
+                                           "(resnet18, resnet34 only); default: the architecture's own",
+        show_default=False)] = None,
 ) -> None:
     """ReLU accounting of an architecture: the total, per stage and per site, at one input size."""
     import json
@@ -128,19 +132,24 @@ def relus(
 
     from fairsweep.errors import ARCH_INPUT, unknown_name
     from fairsweep.linearize import count_relus
-    from fairsweep.models import create_model, input_problem, list_models, relu_sites
+    from fairsweep.models import create_model, input_problem, list_models, relu_sites, stem_relu_problem
 
     shape = (in_channels, input_size, input_size)
+    options = {} if stem_relu is None else {"stem_relu": stem_relu}
     try:
         if arch not in list_models():
             raise UserError(unknown_name("architecture", arch, list_models()))
-        problem = input_problem(arch, shape)
+        problem = None if stem_relu is None else stem_relu_problem(
+            arch, "--stem-relu" if stem_relu else "--no-stem-relu", "given")
+        if problem is not None:
+            raise UserError(problem)
+        problem = input_problem(arch, shape, **options)
         if problem is not None:
             raise UserError(ARCH_INPUT.format(arch=arch, shape="×".join(map(str, shape)), reason=problem))
     except UserError as exc:
         _fail(exc)
     with torch.device("meta"):  # shapes only: counting needs no compute
-        model = create_model(arch, num_classes=num_classes, in_channels=in_channels)
+        model = create_model(arch, num_classes=num_classes, in_channels=in_channels, **options)
     count = count_relus(model, shape)
     if as_json:
         typer.echo(json.dumps({"total": count.total, "stages": count.stages, "sites": count.sites}, indent=1))

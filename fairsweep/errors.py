@@ -58,8 +58,8 @@ DR_NO_CONFIGURATION = (
 )
 ARCH_INPUT = "{arch} cannot take a {shape} input: {reason}."
 STEM_RELU_NOT_TAKEN = (
-    "`{key}`: {arch} has no stem ReLU to keep or remove, got {value!r}; stem_relu applies to {taking}. "
-    "Leave model.stem_relu out for {arch}."
+    "`{key}` is {value}, but architecture `{arch}` has no stem_relu option (whether a ReLU follows the stem): "
+    "only {takes} take it. Leave it out for `{arch}`."
 )
 INPUT_NOT_ACCEPTED = "`model.arch`: {arch} cannot take the inputs of dataset `{dataset}` ({shape} per sample): {reason}."
 BUDGET_NOT_INTEGER = "`{key}`: an absolute budget (>= 1) must be a whole number of ReLUs, got {value!r}."
@@ -79,7 +79,7 @@ DATA_DIFFERS = (
 SNL_NOT_CONVERGED = (
     "SNL did not reach its budget of {budget} ReLUs within linearize.snl.max_epochs={epochs} epochs "
     "(still {live} live gates, λ={lam:.3g}); raise linearize.snl.max_epochs, linearize.snl.lambda_growth or "
-    "linearize.snl.lr."
+    "linearize.snl.lr, or lower linearize.snl.lambda_warmup."
 )
 RESOURCES_UNAVAILABLE = (
     "`resources.{key}` is {need} but {where} has {have} {unit}; a trial could never be scheduled. "

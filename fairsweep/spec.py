@@ -105,6 +105,11 @@ class ModelConfig(Section):
     stem_relu: bool | None = Field(default=None, description="resnet18/34: a ReLU after the stem (false: the SNL "
                                    "authors' ResNet, whose ReLUs the paper's budgets count); null: the architecture's own")
 
+    def factory_kwargs(self) -> dict[str, Any]:
+        """The architecture factory's arguments this section sets (a key left out keeps the factory's default)."""
+        return {key: value for key, value in (("width", self.width), ("stem_relu", self.stem_relu))
+                if value is not None}
+
 
 class OptimConfig(Section):
     """One optimization recipe: optimizer, learning rate, schedule, epochs."""

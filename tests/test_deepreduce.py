@@ -79,6 +79,21 @@ def test_reshaping_scales_the_counts_exactly():
     assert (chosen.culled, chosen.thinned, chosen.width_factor) == (STAGE1, True, 1.0)
 
 
+def test_resnet18_without_the_stem_relu_culls_its_stages_from_stage1():
+    configs = enumerate_configurations("resnet18", (3, 32, 32), None, [1.0], [1.0], {"stem_relu": False})
+    counts = {(c.culled, c.thinned): c.relu_count for c in configs}
+    # no stem site: culling starts at stage 1 alone; the counts are the published ones less the stem's 65,536
+    # where the stem is not culled, and the same where it is
+    assert counts == {((), False): 491_520, (("stage1",), False): 229_376, (("stage1", "stage2"), False): 98_304,
+                      (("stage1", "stage2", "stage3"), False): 32_768, ((), True): 491_520 // 2,
+                      (("stage1",), True): 114_688, (("stage1", "stage2"), True): 49_152,
+                      (("stage1", "stage2", "stage3"), True): 16_384}
+    config = select_configuration(configs, 114_688)
+    model = build_configured("resnet18", 10, (3, 32, 32), config, {"stem_relu": False})
+    count = count_relus(model, (3, 32, 32))
+    assert count.total == config.relu_count == 114_688 and "stem" not in count.stages and count.stages["stage1"] == 0
+
+
 def test_vgg_has_no_thinning_and_wrn_culls_its_stages():
     vgg = enumerate_configurations("vgg19", (3, 32, 32), None, [1.0], [1.0, 0.5])
     assert not any(c.thinned for c in vgg) and {c.resolution_factor for c in vgg} == {1.0}  # 16×16 is too small
@@ -171,7 +186,7 @@ def test_paper_specs_models_and_budgets_are_valid_at_32x32(path: Path):
     raw = yaml.safe_load(path.read_text())
     raw["data"] = {}  # the real datasets' section is checked below where they are registered
     spec = Spec.model_validate(raw)
-    assert spec.model.arch == "resnet18"
+    assert spec.model.arch == "resnet18" and spec.model.stem_relu is None  # the stem ReLU DeepReDuce's counts have
     cache: dict = {}
     for trial in make_plan(spec).trials:
         assert model_problems(trial.spec, (3, 32, 32), 10, "linearize.budget", cache) == []

@@ -68,12 +68,12 @@ def test_top_eigenvalue_is_the_largest_not_the_largest_magnitude():
     assert value == pytest.approx(2.0, rel=1e-6)
 
 
-def _naive(model, data: GroupedData, cap=None):
-    """Per group: mean loss, gradient norm of the mean loss from one backward per sample, mean margin by
-    sorting each sample's probabilities."""
+def _naive(model, data: GroupedData, drawn=None):
+    """Per group (over all its samples, or the positions `drawn[a]`): mean loss, gradient norm of the mean
+    loss from one backward per sample, mean margin by sorting each sample's probabilities."""
     out = {"loss": {}, "grad": {}, "margin": {}}
     for a, name in enumerate(data.group_names):
-        members = [i for i in range(len(data)) if int(data.g[i]) == a][:cap]
+        members = [i for i in range(len(data)) if int(data.g[i]) == a] if drawn is None else drawn[a]
         if not members:
             continue
         grads, losses, gaps = [], [], []
@@ -97,8 +97,8 @@ def test_grad_norms_losses_and_margins_equal_per_sample_loops(cap):
     model, data = _mlp(3), _data(n=50, seed=3)
     data = GroupedData(data.x.double(), data.y, data.g, data.class_names, data.group_names)
     cfg = DiagnosticsConfig(hessian=False, bound=False, max_samples_per_group=cap)
-    ours = diagnose(model, data, cfg, chunk=7)  # chunks smaller than a group: sums across chunks
-    naive = _naive(model, data, cap)
+    ours = diagnose(model, data, cfg, seed=3, chunk=7)  # chunks smaller than a group: sums across chunks
+    naive = _naive(model, data, None if cap is None else [m.tolist() for m in group_indices(data.g, 3, cap, seed=3)])
     for key, values in (("loss", ours.loss), ("grad", ours.grad_norm), ("margin", ours.margin)):
         assert values.by_group == pytest.approx(naive[key], rel=1e-9)
     assert ours.hessian_eig is None
@@ -113,9 +113,60 @@ def test_margin_is_top1_minus_top2_probability():
     assert margins(logits).tolist() == pytest.approx([float(p[0] - p[2]), 0.0])
 
 
-def test_group_indices_cap_each_group_in_data_order():
+def test_group_indices_draw_each_groups_cap_from_its_own_members_per_seed():
     g = torch.tensor([1, 0, 1, 1, 2, 0, 1])
-    assert [t.tolist() for t in group_indices(g, 4, cap=2)] == [[1, 5], [0, 2], [4], []]
+    assert [t.tolist() for t in group_indices(g, 4, cap=None)] == [[1, 5], [0, 2, 3, 6], [4], []]
+    assert [t.tolist() for t in group_indices(g, 4, cap=4, seed=9)] == [[1, 5], [0, 2, 3, 6], [4], []]
+    g = torch.randint(0, 3, (300,), generator=torch.Generator().manual_seed(0))
+    members = [torch.nonzero(g == a).flatten().tolist() for a in range(3)]
+    draws = {seed: [t.tolist() for t in group_indices(g, 3, cap=20, seed=seed)] for seed in range(200)}
+    for drawn in draws.values():
+        for a in range(3):
+            assert len(drawn[a]) == 20 == len(set(drawn[a])) and set(drawn[a]) <= set(members[a])
+            assert drawn[a] == sorted(drawn[a])
+    assert [t.tolist() for t in group_indices(g, 3, cap=20, seed=5)] == draws[5]  # same seed, same draw
+    assert len({str(drawn) for drawn in draws.values()}) == 200  # different seeds, different draws
+    # uniform: over 200 draws every member of a group is drawn about cap / size of the time, the first
+    # ones in data order no more often than the others (each count is binomial, sd about 5)
+    size = len(members[0])
+    times = torch.bincount(torch.tensor([i for drawn in draws.values() for i in drawn[0]]), minlength=300)[members[0]]
+    assert times.sum() == 200 * 20 and (times - 200 * 20 / size).abs().max() < 25
+
+
+def test_data_sorted_by_a_nuisance_attribute_gives_the_estimate_of_a_shuffled_copy():
+    """A group whose samples are sorted by their loss (files sorted by, say, age): its first N are its
+    hardest. A capped estimate of the sorted data agrees with that of a shuffled copy within the
+    noise of the estimator, which the first N's estimate does not (by many standard errors)."""
+    torch.manual_seed(0)
+    model = create_model("mlp", 3, 2, width=16).double()
+    n, cap, draws = 1200, 64, 20
+    gen = torch.Generator().manual_seed(1)
+    x = 3 * torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    g = (torch.rand(n, generator=gen) < 0.3).long()  # group 1: the minority
+    with torch.no_grad():
+        loss = F.cross_entropy(model(x), y, reduction="none")
+    order = torch.argsort(torch.where(g == 0, -loss, 0.0), stable=True)  # group 0's hardest first
+    shuffled = torch.randperm(n, generator=gen)
+    cfg = DiagnosticsConfig(grad_norms=False, hessian=False, bound=False, max_samples_per_group=cap)
+
+    def estimates(index):
+        data = GroupedData(x[index], y[index], g[index], ("a", "b", "c"), ("g0", "g1"))
+        return torch.tensor([diagnose(model, data, cfg, seed=seed).loss.by_group["g0"] for seed in range(draws)],
+                            dtype=torch.float64)
+
+    on_sorted, on_shuffled = estimates(order), estimates(shuffled)
+    # the standard error of one estimate, from the spread of each set of draws
+    se = float(((on_sorted.var() + on_shuffled.var()) / 2).sqrt())
+    group = loss[g == 0]
+    # sampling theory for a mean of `cap` of the group's losses drawn without replacement
+    expected_se = float(group.std() / cap ** 0.5 * ((len(group) - cap) / (len(group) - 1)) ** 0.5)
+    assert 0.6 * expected_se < se < 1.5 * expected_se
+    first = float(loss[order][:cap].mean())  # the first N in the sorted data's order: its hardest
+    assert abs(first - float(group.mean())) > 8 * se
+    assert abs(float(on_sorted[0] - on_shuffled[0])) < 4 * se * 2 ** 0.5  # one draw each, seed 0
+    assert abs(float(on_sorted.mean() - on_shuffled.mean())) < 4 * se * (2 / draws) ** 0.5
+    assert abs(float(on_sorted.mean()) - float(group.mean())) < 4 * se / draws ** 0.5
 
 
 def test_diagnostics_on_a_batch_norm_model_are_deterministic_and_finite():

@@ -136,14 +136,25 @@ def test_snl_fails_clearly_when_budget_not_reached(tiny_raw):
         snl(copy.deepcopy(base), splits, spec, 10, torch.Generator().manual_seed(0))
 
 
-def test_snl_grows_lambda_exactly_after_epochs_whose_count_did_not_fall_below_its_lowest(tiny_raw):
-    tiny_raw["linearize"].update(lambda_init=2e-3, lambda_growth=1.5)
+@pytest.mark.parametrize("warmup", [None, 8])  # None: the default, both SNL codebases' 5 epochs
+def test_snl_grows_lambda_exactly_after_epochs_whose_count_did_not_fall_below_its_lowest(tiny_raw, warmup):
+    # a smaller Adam step than TINY's keeps every gate live through the warm-up, so λ must hold still
+    # there although the count does not fall
+    tiny_raw["linearize"].update(lambda_init=2e-3, lambda_growth=1.5, lr=5e-3)
+    if warmup is not None:
+        tiny_raw["linearize"]["lambda_warmup"] = warmup
     spec, splits, base = _trained_base(tiny_raw)
+    assert spec.linearize.lambda_warmup == (5 if warmup is None else warmup)
+    warmup = spec.linearize.lambda_warmup
     history = snl(copy.deepcopy(base), splits, spec, 51, torch.Generator().manual_seed(0)).history
     lowest, lam = 1024, spec.linearize.lambda_init  # every gate starts live
     for row in history:  # the oracle: replay the rule over the recorded live counts
         assert row["lambda"] == pytest.approx(lam, rel=1e-12)
-        if row["live_relus"] >= lowest:
+        if row["live_relus"] >= lowest and row["epoch"] >= warmup:
             lam *= 1.5
         lowest = min(lowest, row["live_relus"])
+    # through the warm-up (epochs 0 … warmup − 1) the count never fell and λ stayed; then it grew at once
+    assert [row["live_relus"] for row in history[:warmup + 1]] == [1024] * (warmup + 1)
+    assert [row["lambda"] for row in history[:warmup + 1]] == [spec.linearize.lambda_init] * (warmup + 1)
+    assert history[warmup + 1]["lambda"] == pytest.approx(1.5 * spec.linearize.lambda_init, rel=1e-12)
     assert any(b["lambda"] > a["lambda"] for a, b in zip(history, history[1:]))  # the rule did fire

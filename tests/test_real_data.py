@@ -257,3 +257,17 @@ def test_paper_specs_are_valid_on_fixture_data(path, real_data):
     summaries = check_plan(plan, None)
     assert summaries and all(min(s["test"].values()) >= spec.data.min_group_size
                              for s in (d.group_sizes for d in summaries))
+    # SNL's ResNets are the SNL authors' (no stem ReLU: budgets are fractions of 491,520 / 901,120 ReLUs);
+    # DeepReDuce's keep it, as its published configurations count it
+    archs = spec.sweep.grid.get("model.arch", [spec.model.arch])
+    resnets = spec.linearize.method == "snl" and set(archs) <= {"resnet18", "resnet34"}
+    assert spec.model.stem_relu is (False if resnets else None)
+
+
+def test_the_papers_utkface_race_snl_specs_cover_its_four_architectures_with_one_recipe():
+    specs = [load_spec(ROOT / "sweeps" / "paper" / f"{name}.yaml") for name in ("utkface_race_snl",
+                                                                               "utkface_race_snl_vgg_wrn")]
+    assert [s.sweep.grid["model.arch"] for s in specs] == [["resnet18", "resnet34"], ["vgg19", "wrn22_8"]]
+    recipe = [s.model_dump(exclude={"name": True, "model": True, "sweep": {"grid": {"model.arch"}}}) for s in specs]
+    assert recipe[0] == recipe[1]
+    assert specs[0].model.width == 64 and specs[1].model.width is None  # VGG-19 and WRN-22-8 at their own widths

@@ -147,6 +147,25 @@ def test_stage_identity_is_content(tiny_raw):
                ("base", "linearize", "finetune")}) == 0
 
 
+def test_stem_relu_is_part_of_the_base_identity_only_when_set(tiny_raw):
+    from fairsweep.sweep.plan import Stage
+
+    trial = make_plan(validate_spec(tiny_raw)).trials[0]
+    s = trial.spec.model_dump(mode="json")
+    assert s["model"]["stem_relu"] is None
+    # left unset, the key is no part of the identity: base stages stored before it existed are found
+    model = {k: v for k, v in s["model"].items() if k != "stem_relu"}
+    before = Stage("base", {"seed": s["seed"], "data": s["data"], "model": model, "base": s["base"]})
+    assert trial.stages["base"].id == before.id
+    tiny_raw["model"].update(arch="resnet18", width=None)
+    ids = set()
+    for stem_relu in (None, False, True):
+        if stem_relu is not None:
+            tiny_raw["model"]["stem_relu"] = stem_relu
+        ids.add(make_plan(validate_spec(tiny_raw)).trials[0].stages["base"].id)
+    assert len(ids) == 3
+
+
 # --- the CLI: exit status 2, one paragraph, no traceback ---------------------------------------
 
 def cli(*args, cwd):

@@ -387,6 +387,7 @@ def check_group_sizes(splits: Splits, minimum: int) -> None:
 
 # Register the built-in datasets (their modules import heavy libraries only inside the loaders).
 from fairsweep.data import embedded as _embedded  # noqa: E402,F401
+from fairsweep.data import glyphs as _glyphs  # noqa: E402,F401
 from fairsweep.data import cifar10 as _cifar10  # noqa: E402,F401
 from fairsweep.data import svhn as _svhn  # noqa: E402,F401
 from fairsweep.data import utkface as _utkface  # noqa: E402,F401

@@ -56,11 +56,20 @@ def margins(logits: torch.Tensor) -> torch.Tensor:
     return top2[:, 0] - top2[:, 1]
 
 
-def group_indices(g: torch.Tensor, num_groups: int, cap: int | None) -> list[torch.Tensor]:
-    """Per group, the positions of its samples (the first `cap` of them in the data's order)."""
-    order = torch.argsort(g, stable=True)
+def group_indices(g: torch.Tensor, num_groups: int, cap: int | None, seed: int = 0) -> list[torch.Tensor]:
+    """Per group, the positions of its samples, ascending: all of them, or at most `cap` drawn
+    uniformly at random without replacement, the draw seeded by `seed` (the same seed, the same
+    draw). Never the first `cap` in data order: files are often sorted by an attribute (UTKFace's by
+    age), so the first ones of a group are a biased sample of it."""
     counts = torch.bincount(g, minlength=num_groups).tolist()
-    return [members[:cap] for members in order.split(counts)]
+    n = len(g)
+    # (N,) positions in a seeded random order (data order when nothing is capped), then grouped: a
+    # stable sort by group keeps that order within each group, so each group's first `cap` are a
+    # uniform draw of its members
+    order = torch.arange(n) if cap is None else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    order = order.to(g.device)
+    grouped = order[torch.argsort(g[order], stable=True)]
+    return [members[:cap].sort().values for members in grouped.split(counts)]
 
 
 def _trained_params(model: nn.Module) -> list[nn.Parameter]:
@@ -69,12 +78,14 @@ def _trained_params(model: nn.Module) -> list[nn.Parameter]:
 
 def diagnose(model: nn.Module, data, cfg: DiagnosticsConfig, seed: int = 0, chunk: int = 512) -> Diagnostics:
     """`cfg`'s diagnostics of `model` on a `GroupedData` (eval mode), per group over at most
-    `cfg.max_samples_per_group` samples; `seed` seeds the power iterations' start vectors."""
+    `cfg.max_samples_per_group` samples; `seed` seeds which samples those are (`group_indices`: a base
+    and a final model measured with the same seed see the same samples) and the power iterations'
+    start vectors."""
     was_training = model.training
     model.eval()
     params = _trained_params(model)
     names = data.group_names
-    members = group_indices(data.g, len(names), cfg.max_samples_per_group)
+    members = group_indices(data.g, len(names), cfg.max_samples_per_group, seed)
     present = [(a, idx) for a, idx in enumerate(members) if len(idx) > 0]
     total = sum(len(idx) for _, idx in present)
 

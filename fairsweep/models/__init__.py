@@ -1,7 +1,8 @@
 """Model registry: `@register_model` on a factory, `create_model(name, ...)`, `list_models()`.
 
 Every factory takes `num_classes`, `in_channels` and `width` (channels of its first stage, or hidden
-units); convolutional ones also take `resolution`, DeepReDuce's input-resolution factor ρ.
+units); convolutional ones also take `resolution`, DeepReDuce's input-resolution factor ρ, and the
+ResNets `stem_relu` (whether a ReLU follows the stem).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fairsweep.errors import STEM_RELU_NOT_TAKEN
 from fairsweep.models.sites import ReLUSite, relu_site, relu_sites, stage_of
 from fairsweep.registry import Registry
 
@@ -35,10 +37,6 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) ->
 def takes_option(name: str, option: str) -> bool:
     """Whether architecture `name`'s factory takes the argument `option` (e.g. `stem_relu`)."""
     return option in inspect.signature(MODELS.get(name)).parameters
-
-
-def architectures_taking(option: str) -> list[str]:
-    return [name for name in list_models() if takes_option(name, option)]
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,20 @@ def default_width(name: str) -> int:
     return inspect.signature(MODELS.get(name)).parameters["width"].default
 
 
+def architectures_taking(option: str) -> list[str]:
+    """The registered architectures whose factory takes the keyword `option` (e.g. `stem_relu`)."""
+    return [name for name in list_models() if option in inspect.signature(MODELS.get(name)).parameters]
+
+
+def stem_relu_problem(name: str, key: str, value: str) -> str | None:
+    """Why `stem_relu`, given as `key` (a spec key or a flag) with `value`, cannot be set for architecture
+    `name`, or None."""
+    takes = architectures_taking("stem_relu")
+    if name in takes:
+        return None
+    return STEM_RELU_NOT_TAKEN.format(key=key, value=value, arch=name, takes=", ".join(takes))
+
+
 def input_problem(name: str, input_shape: tuple[int, ...], **kwargs) -> str | None:
     """Why architecture `name` (built with `kwargs`) cannot take one input of `input_shape`, or None.
 
@@ -93,4 +105,4 @@ from fairsweep.models import small as _small  # noqa: E402,F401
 from fairsweep.models import vgg as _vgg  # noqa: E402,F401
 
 __all__ = ["ModelArgs", "ReLUSite", "architectures_taking", "create_model", "default_width", "input_problem",
-           "list_models", "register_model", "relu_site", "relu_sites", "stage_of", "takes_option"]
+           "list_models", "register_model", "relu_site", "relu_sites", "stage_of", "stem_relu_problem", "takes_option"]

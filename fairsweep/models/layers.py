@@ -14,14 +14,24 @@ def conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out)]
 
 
-class ConvBNReLU(nn.Module):
+class ConvBN(nn.Module):
+    """3×3 convolution and batch norm, no activation (the stem of the SNL authors' ResNet)."""
+
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.conv, self.bn = conv_bn(c_in, c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class ConvBNReLU(ConvBN):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(c_in, c_out)
         self.relu = relu_site()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(x)))
+        return self.relu(super().forward(x))
 
 
 def classifier(channels: int, num_classes: int) -> list[tuple[str, nn.Module]]:

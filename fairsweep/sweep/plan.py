@@ -73,9 +73,7 @@ def model_identity(spec: Spec) -> dict[str, Any]:
 
 def base_model_args(spec: Spec, num_classes: int, in_channels: int) -> ModelArgs:
     """The base model's `create_model` arguments: the spec's model section, what it sets."""
-    options = {key: value for key, value in (("width", spec.model.width), ("stem_relu", spec.model.stem_relu))
-               if value is not None}
-    return ModelArgs(spec.model.arch, num_classes, in_channels, options)
+    return ModelArgs(spec.model.arch, num_classes, in_channels, spec.model.factory_kwargs())
 
 
 def recipe(cfg: OptimConfig, batch_size: int) -> dict[str, Any]:

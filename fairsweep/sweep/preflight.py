@@ -72,7 +72,7 @@ def check_spec(spec: Spec, points: list[dict[str, Any]], varied: str = "sweep.gr
     """What each trial's spec names must be registered: the dataset and its attributes, the architecture and
     the options it is given. Every problem once, at the key the user wrote."""
     from fairsweep.data import data_problems
-    from fairsweep.models import architectures_taking, list_models, takes_option
+    from fairsweep.models import list_models, stem_relu_problem
 
     problems: list[str] = []
     for values in points or [{}]:
@@ -83,10 +83,10 @@ def check_spec(spec: Spec, points: list[dict[str, Any]], varied: str = "sweep.gr
         if model.arch not in list_models():
             problems.append(errors.BAD_VALUE.format(key=arch_key, value=model.arch, reason=errors.unknown_name(
                 "architecture", model.arch, list_models())))
-        elif model.stem_relu is not None and not takes_option(model.arch, "stem_relu"):
-            problems.append(errors.STEM_RELU_NOT_TAKEN.format(
-                key=key_label(values, "model.stem_relu", varied), value=model.stem_relu, arch=model.arch,
-                taking=", ".join(architectures_taking("stem_relu"))))
+        elif model.stem_relu is not None:
+            problem = stem_relu_problem(model.arch, key_label(values, "model.stem_relu", varied),
+                                        str(model.stem_relu).lower())
+            problems.extend([problem] if problem else [])
     if problems:
         raise UserError(list(dict.fromkeys(problems)))
 
