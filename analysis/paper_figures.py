@@ -27,18 +27,18 @@ import pandas as pd  # noqa: E402
 
 from sweep_results import finished_records, log_to_sweep_run, sweep_parser  # noqa: E402
 
-from fairsweep.metrics.groups import safe_key  # noqa: E402
+from fairsweep.metrics.values import safe_key  # noqa: E402
 
 PER_GROUP = ("group_acc", "group_drop_pct", "group_grad_norm", "group_margin", "group_hessian_eig",
              "base_group_hessian_eig", "bound", "excess_loss", "mitigation_drop_pct")
 
 
-def per_group_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per (trial, group): seed, budget, µ, method and every per-group metric present."""
+def per_group_frame(records: list) -> pd.DataFrame:
+    """One row per (trial, group) of the trial records: seed, budget, µ, method and every per-group metric present."""
     rows = []
     for record in records:
-        spec, metrics = record["spec"], record["metrics"]
-        for group in record["accuracy"]["final"]["by_group"]:
+        spec, metrics = record.spec, record.metrics
+        for group in record.accuracy["final"].by_group:
             row = {"seed": spec["seed"], "budget": spec["linearize"]["budget"], "mu": spec["finetune"]["mu"],
                    "method": spec["linearize"]["method"], "group": group}
             row.update({m: metrics[f"{m}/{safe_key(group)}"] for m in PER_GROUP if f"{m}/{safe_key(group)}" in metrics})

@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fairsweep.data import ContentDigests
+from fairsweep.data.cache import DataCache
 from fairsweep.spec import Spec, load_spec
 from fairsweep.sweep.plan import Plan, make_plan
-from fairsweep.sweep.trial import read_trial_record
+from fairsweep.sweep.records import TrialRecord, read_trial_record
+from fairsweep.sweep.store import StageStore
 from fairsweep.tracking import Tracker
 
 
@@ -22,10 +25,10 @@ def sweep_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def finished_records(args: argparse.Namespace) -> tuple[Spec, Plan, dict[str, dict]]:
+def finished_records(args: argparse.Namespace) -> tuple[Spec, Plan, dict[str, TrialRecord]]:
     """The spec, its plan and the records of its finished trials (by trial id); exits if there are none."""
     spec = load_spec(args.spec, args.overrides)
-    plan = make_plan(spec)
+    plan = make_plan(spec, ContentDigests(DataCache(StageStore(args.storage).data_cache)))
     records = {t.id: r for t in plan.trials if (r := read_trial_record(Path(args.storage), t.id)) is not None}
     if not records:
         raise SystemExit(f"no finished trial of {args.spec} under {args.storage}: run `fairsweep run {args.spec}` first")

@@ -32,7 +32,7 @@ IMPORTED = time.perf_counter()
 def loop(spec: Spec, storage: str) -> float:
     """`run_trial` for every trial of the plan on the store at `storage`; the sum of their own seconds."""
     store = StageStore(storage)
-    return sum(run_trial(trial, store)["timing"]["seconds"] for trial in make_plan(spec).trials)
+    return sum(run_trial(trial, store).timing.seconds for trial in make_plan(spec).trials)
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ too (the load average is printed).
 from __future__ import annotations
 
 
-from fairsweep.sweep.runner import run_sweep
+from fairsweep.sweep.driver import run_sweep
+from fairsweep.tracking import SweepTracking
 from sweep_setup import (QUIET, ablation_spec, create_tracking_db, fresh_storage, load_average, start_local_ray,
                          sweep_arguments, with_tracking)
 from timing import interleaved_medians
@@ -33,8 +34,8 @@ def main() -> None:
 
     def sweep(concurrent: int):
         def run(_round: int) -> None:
-            outcome = run_sweep(with_tracking(specs[concurrent], tracking_uri), fresh_storage("parallel"),
-                                console=QUIET)
+            spec = with_tracking(specs[concurrent], tracking_uri)
+            outcome = run_sweep(spec, fresh_storage("parallel"), SweepTracking.of(spec), console=QUIET)
             assert len(outcome.records) == len(outcome.plan.trials) and not outcome.failed, outcome.failed
             waited[concurrent].append(outcome.lock_wait)
         return run

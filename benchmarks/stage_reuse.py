@@ -34,7 +34,7 @@ def main() -> None:
             counts = dict.fromkeys(STAGE_KINDS, 0)
             for trial in plan.trials:
                 record = run_trial(trial, store if shared else StageStore(fresh_storage("whole")))
-                for kind, trained in record["trained"].items():
+                for kind, trained in record.trained.items():
                     counts[kind] += int(trained)
             executed["with reuse" if shared else "without reuse"] = counts
         return trials

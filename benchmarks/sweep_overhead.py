@@ -41,7 +41,9 @@ import time
 from pathlib import Path
 
 from fairsweep.sweep.plan import make_plan
-from fairsweep.sweep.runner import check_plan, run_sweep
+from fairsweep.sweep.driver import run_sweep
+from fairsweep.sweep.preflight import check_plan
+from fairsweep.tracking import SweepTracking
 from sweep_setup import (QUIET, ablation_spec, create_tracking_db, fresh_storage, load_average, start_local_ray,
                          sweep_arguments, with_tracking)
 from timing import interleaved_medians
@@ -77,11 +79,12 @@ def main() -> None:
 
     def sweep(round_: int) -> None:
         started = time.time()
-        outcome = run_sweep(with_tracking(spec, tracking_uri), fresh_storage("sweep"), console=QUIET)
+        tracked = with_tracking(spec, tracking_uri)
+        outcome = run_sweep(tracked, fresh_storage("sweep"), SweepTracking.of(tracked), console=QUIET)
         ended = time.time()
         assert len(outcome.records) == len(plan.trials) and not outcome.failed, outcome.failed
         if round_ > 0:
-            timings = sorted((r["timing"]["started"], r["timing"]["seconds"]) for r in outcome.records.values())
+            timings = sorted((r.timing.started, r.timing.seconds) for r in outcome.records.values())
             parts["sweep"].append(ended - started)
             parts["before"].append(timings[0][0] - started)
             parts["inside"].append(sum(seconds for _, seconds in timings))

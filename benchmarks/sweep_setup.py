@@ -31,7 +31,7 @@ def sweep_arguments(doc: str, flags: dict[str, str] | None = None) -> argparse.N
     return parser.parse_args()
 
 
-SHORTER = ["base.epochs=10", "linearize.lambda_init=0.01", "linearize.lambda_growth=2.0", "finetune.epochs=5"]
+SHORTER = ["base.epochs=10", "linearize.snl.lambda_init=0.01", "linearize.snl.lambda_growth=2.0", "finetune.epochs=5"]
 
 
 def ablation_spec(overrides: list[str], shorter: bool = True) -> Spec:
@@ -66,9 +66,9 @@ def create_tracking_db() -> str:
 def start_local_ray() -> None:
     """The local Ray that `fairsweep run` would start; started once here so that every sweep timed
     after it finds Ray running (its start-up is timed and reported on its own)."""
-    from fairsweep.sweep.runner import _connect_ray
+    from fairsweep.sweep.ray_session import RaySession
 
-    _connect_ray(None)
+    RaySession(None).connect()  # left running: the sweeps timed after it find it (RaySession leaves it)
 
 
 def load_average() -> str:

@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Reproducible sweeps on the fairness cost of ReLU linearization.")
 console = Console()
 if not console.is_terminal:  # logs and CI: wide enough that the results table does not wrap
-    console = Console(width=140)
+    console = Console(width=200)
 err_console = Console(stderr=True)
 
 SpecArg = Annotated[Path, typer.Argument(help="the sweep spec (YAML), e.g. sweeps/mu_ablation.yaml")]
@@ -40,7 +40,8 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
     from fairsweep.spec import load_spec
     from fairsweep.sweep.preflight import describe_plan, preflight
     from fairsweep.sweep.ray_session import local_resources
-    from fairsweep.sweep.search import probe_points, study_name, study_url
+    from fairsweep.sweep.plan import probe_points
+    from fairsweep.sweep.search import study_name, study_url
 
     try:
         parsed = load_spec(spec, set_ or [])
@@ -247,7 +248,9 @@ def _print_outcome(spec, outcome) -> None:
     if table is not None:
         metrics = [m for m in TABLE_METRICS if f"{m}_mean" in table.columns]
         keys = [c for c in table.columns if not any(c.startswith(m + "_") for m in metrics)]
-        view = Table(*keys, *metrics, "seeds", title=f"{spec.name}: mean ± std over seeds")
+        view = Table(title=f"{spec.name}: mean ± std over seeds")
+        for header in (*keys, *metrics, "seeds"):  # a narrow terminal wraps a header, never cuts it short
+            view.add_column(header, overflow="fold")
         show = _short if spec.sweep.search is not None else str  # searched values are long floats
         for _, row in table.iterrows():
             cells = [show(row[k]) for k in keys]

@@ -13,13 +13,14 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fairsweep import __version__
+from fairsweep import __version__, errors
+from fairsweep.errors import UserError
+from fairsweep.metrics.values import safe_key
+from fairsweep.spec import Spec, load_spec, validate_spec
 from fairsweep.sweep.records import TrialRecord
-
-if TYPE_CHECKING:
-    from fairsweep.spec import Spec
+from fairsweep.sweep.store import StageStore
 
 ROLE_TAG = "fairsweep.role"
 SPEC_HASH_TAG = "fairsweep.spec_hash"
@@ -214,8 +215,6 @@ def experiment_names(uri: str) -> list[str]:
 
 def group_size_metrics(group_sizes: dict[str, dict[str, int]]) -> dict[str, int]:
     """`group_size/<split>/<g>`: the samples of each group in each split (the paper prints them)."""
-    from fairsweep.metrics.values import safe_key
-
     return {f"group_size/{split}/{safe_key(g)}": n for split, sizes in group_sizes.items() for g, n in sizes.items()}
 
 
@@ -259,8 +258,6 @@ class SweepTracking:
 
 def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage: Path) -> str:
     """Log a finished trial with its stages' curves (`<kind>/<key>`, one point per epoch) and its final model."""
-    from fairsweep.sweep.store import StageStore
-
     store = StageStore(storage)
     curves: dict[str, list[float]] = {}
     for kind, stage in trial.stages.items():
@@ -286,9 +283,6 @@ class SweepRuns:
 def sweep_runs(target: str, overrides: list[str], tracking_uri: str) -> SweepRuns:
     """The sweep of a spec file (its MLflow parent run, by content hash), or the latest sweep of an
     MLflow experiment named `target` in the store at `tracking_uri`."""
-    from fairsweep import errors
-    from fairsweep.errors import UserError
-    from fairsweep.spec import load_spec, validate_spec
 
     is_spec = Path(target).expanduser().is_file() or target.endswith((".yaml", ".yml"))
     if is_spec:

@@ -1,6 +1,7 @@
 import copy
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,14 +16,14 @@ TINY = {
     "base": {"epochs": 3, "lr": 0.05},
     # λ from 3e-2: with SNL's 5-epoch warm-up the gates fall at once in the fifth epoch (at 1e-2 they fell to just
     # above some budgets, and Adam's 0.02 steps kept them circling the 0.01 threshold while λ grew)
-    "linearize": {"budget": 0.05, "lr": 0.02, "lambda_init": 3e-2, "lambda_growth": 2.0, "max_epochs": 60},
+    "linearize": {"budget": 0.05, "snl": {"lr": 0.02, "lambda_init": 3e-2, "lambda_growth": 2.0, "max_epochs": 60}},
     "finetune": {"epochs": 2, "lr": 0.01, "mu": 0.0},
 }
 
 # the same reduction of mu_ablation.yaml, as CLI overrides (1 seed, 2 budgets, 2 µ, few epochs)
 TINY_OVERRIDES = [
     "seed=[0]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0,0.01]", "model.width=8",
-    "linearize.lambda_init=0.01", "linearize.lambda_growth=2.0", "finetune.epochs=2",
+    "linearize.snl.lambda_init=0.01", "linearize.snl.lambda_growth=2.0", "finetune.epochs=2",
 ]
 
 
@@ -49,3 +50,33 @@ def real_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     return {"cifar10": write_cifar10(root / "cifar10"), "svhn": write_svhn(root / "svhn"),
             "utkface": write_utkface(root / "utkface"), "imagefolder_csv": write_imagefolder_csv(root / "mine")}
+
+
+def fairsweep_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> SimpleNamespace:
+    """`fairsweep ARGS` run in this process, in `cwd` (with `env`'s variables set), as typer runs the command:
+    its exit status, stdout and stderr. For the paths that end before any work (a user's mistake, a plan);
+    what needs a process of its own (a signal, a crash, Ray's workers) runs `python -m fairsweep`. An
+    exception the command does not handle ends with status 1 and its traceback in stderr."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from fairsweep.cli import app
+
+    here = Path.cwd()
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.chdir(cwd)
+    os.environ.update(env or {})
+    try:
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(here)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=stderr)

@@ -231,25 +231,27 @@ def test_stem_relu_on_an_architecture_without_it_is_an_error_before_any_work(tmp
 def test_stem_relu_in_a_grid_over_architectures_names_the_one_without_it(tiny_raw):
     from fairsweep.errors import UserError
     from fairsweep.spec import validate_spec
-    from fairsweep.sweep.plan import make_plan
-    from fairsweep.sweep.runner import model_problems
+    from fairsweep.sweep.preflight import check_spec
 
     tiny_raw["model"] = {"arch": "resnet18", "stem_relu": False}
     tiny_raw["sweep"] = {"grid": {"model.arch": ["resnet18", "vgg19"]}}
-    trials = make_plan(validate_spec(tiny_raw)).trials
-    problems = [model_problems(t.spec, (3, 32, 32), 10, "linearize.budget", {}) for t in trials]
-    assert problems[0] == [] and len(problems[1]) == 1 and "architecture `vgg19` has no stem_relu" in problems[1][0]
+    spec = validate_spec(tiny_raw)
+    check_spec(spec, [{"model.arch": "resnet18"}])  # the grid's ResNet takes it
+    with pytest.raises(UserError) as info:
+        check_spec(spec, spec.grid_points())
+    problems = info.value.problems
+    assert len(problems) == 1 and "architecture `vgg19` has no stem_relu" in problems[0]
     with pytest.raises(UserError):
         validate_spec({**tiny_raw, "model": {"arch": "resnet18", "stem_relu": "sometimes"}})
 
 
 def test_a_spec_builds_the_resnet_without_the_stem_relu_only_when_set(tiny_raw):
     from fairsweep.spec import validate_spec
-    from fairsweep.sweep.trial import build_model
+    from fairsweep.sweep.plan import base_model_args
 
     for stem_relu, total in ((None, 557_056), (True, 557_056), (False, 491_520)):
         tiny_raw["model"] = {"arch": "resnet18"} if stem_relu is None else {"arch": "resnet18", "stem_relu": stem_relu}
         spec = validate_spec(tiny_raw)
         assert spec.model.factory_kwargs() == ({} if stem_relu is None else {"stem_relu": stem_relu})
         with torch.device("meta"):
-            assert count_relus(build_model(spec, 10, (3, 32, 32)), (3, 32, 32)).total == total
+            assert count_relus(base_model_args(spec, 10, 3).build(), (3, 32, 32)).total == total

@@ -71,7 +71,7 @@ def test_a_stage_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(t
     stage = trial.stages[kind]
     torch.set_num_threads(1)
     uninterrupted = run_trial(trial, StageStore(tmp_path / "uninterrupted"))
-    assert len(StageStore(tmp_path / "uninterrupted").result(stage)["history"]) > 2  # killed mid-stage below
+    assert len(StageStore(tmp_path / "uninterrupted").result(stage).history) > 2  # killed mid-stage below
 
     store = StageStore(tmp_path / "killed")
     child = subprocess.run([sys.executable, "-c", DIE_AFTER_CHECKPOINT, json.dumps(raw), str(store.root), kind, "2"],
@@ -81,11 +81,11 @@ def test_a_stage_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(t
     assert checkpoint.is_file() and not store.has(stage)
 
     resumed = run_trial(trial, store)
-    assert resumed["metrics"] == uninterrupted["metrics"]
-    assert resumed["trained"][kind] and not checkpoint.exists()  # deleted once the stage is stored
+    assert resumed.metrics == uninterrupted.metrics
+    assert resumed.trained[kind] and not checkpoint.exists()  # deleted once the stage is stored
     result = store.result(stage)
-    assert result.pop("resumed_from_epoch") == 2
-    assert result == StageStore(tmp_path / "uninterrupted").result(stage)
+    assert result.resumed_from_epoch == 2
+    assert result.model_copy(update={"resumed_from_epoch": None}) == StageStore(tmp_path / "uninterrupted").result(stage)
     for key, tensor in StageStore(tmp_path / "uninterrupted").load(stage).state.items():
         assert torch.equal(store.load(stage).state[key], tensor), key
 

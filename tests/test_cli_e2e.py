@@ -156,8 +156,8 @@ def test_adding_a_mu_trains_only_the_new_finetunings(swept):
 
 
 def test_a_failing_trial_is_listed_and_exits_1(tmp_path):
-    result = run_cli(tmp_path, "linearize.max_epochs=1", "linearize.lambda_init=1e-9", "linearize.budget=[0.01]",
-                     "finetune.mu=[0]", "resources.max_failures=0")
+    result = run_cli(tmp_path, "linearize.snl.max_epochs=1", "linearize.snl.lambda_init=1e-9",
+                     "linearize.budget=[0.01]", "finetune.mu=[0]", "resources.max_failures=0")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 trial(s) failed" in result.stdout
     assert re.search(r"seed=0,budget=0.01,mu=0: .*SNL did not reach its budget", " ".join(result.stdout.split()))

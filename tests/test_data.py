@@ -227,7 +227,7 @@ def test_a_trial_on_a_checked_plan_does_not_import_scikit_learn(tiny_raw, tmp_pa
     import subprocess
 
     from fairsweep.sweep.plan import make_plan
-    from fairsweep.sweep.runner import check_plan
+    from fairsweep.sweep.preflight import check_plan
 
     spec = validate_spec({**tiny_raw, "sweep": {"grid": {"seed": [0, 1]}}})
     check_plan(make_plan(spec), None, storage=tmp_path)

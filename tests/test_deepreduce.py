@@ -15,7 +15,7 @@ from fairsweep.linearize.deepreduce import (build_configured, culling_order, enu
                                             select_configuration)
 from fairsweep.spec import Spec, validate_spec
 from fairsweep.sweep.plan import make_plan
-from fairsweep.sweep.runner import check_plan, model_problems
+from fairsweep.sweep.preflight import check_plan, model_problems
 from fairsweep.sweep.store import StageStore
 from fairsweep.sweep.trial import run_trial
 
@@ -125,14 +125,14 @@ def test_a_deepreduce_trial_records_its_configuration_and_is_deterministic(tmp_p
     trial = make_plan(validate_spec(dr_raw(tiny_raw, 400))).trials[0]
     torch.set_num_threads(1)
     record = run_trial(trial, StageStore(tmp_path / "a"))
-    chosen = record["linearization"]
+    chosen = record.linearization
     assert chosen == {"culled": "relu1", "thinned": False, "width_factor": 0.5, "resolution_factor": 1.0,
                       "width": 2, "relu_count": 384}
-    assert record["architecture"] == {"width": 2, "resolution": 1.0}
-    assert record["metrics"]["relu_count"] == 384 and record["relu_sites"]["relu1"] == 0
-    assert record["metrics"]["relu_fraction"] == 384 / 1024
+    assert record.model["options"] == {"width": 2, "resolution": 1.0}
+    assert record.metrics["relu_count"] == 384 and record.relu_sites["relu1"] == 0
+    assert record.metrics["relu_fraction"] == 384 / 1024
     again = run_trial(trial, StageStore(tmp_path / "b"))
-    assert again["metrics"] == record["metrics"]
+    assert again.metrics == record.metrics
 
 
 def test_deepreduce_options_are_no_part_of_an_snl_stage_identity(tiny_raw):
@@ -196,3 +196,35 @@ def test_paper_specs_models_and_budgets_are_valid_at_32x32(path: Path):
                                       spec.linearize.deepreduce.resolution_factors)
     chosen = {b: select_configuration(configs, b).relu_count for b in spec.sweep.grid["linearize.budget"]}
     assert all(chosen[b] == b for b in chosen)  # each budget is a published configuration's count
+
+
+def test_deepreduce_training_is_the_finetuning_step_that_mu_drives(tmp_path, tiny_raw):
+    """Algorithm 1 replaces DeepReDuce's own KD training (the paper: "replacing the standard finetuning step
+    of SNL and DR"): a DR trial has no finetune stage unless asked, µ is part of its linearize stage, and
+    its Figure 9 twin is the same trial at µ = 0."""
+    from fairsweep.sweep.driver import plain_kd_twin
+
+    plain = make_plan(validate_spec(dr_raw(copy.deepcopy(tiny_raw), 400))).trials[0]
+    assert list(plain.stages) == ["base", "linearize"] and plain.final is plain.stages["linearize"]
+    raw = dr_raw(copy.deepcopy(tiny_raw), 400)
+    raw["finetune"]["mu"] = 0.5
+    mitigated = make_plan(validate_spec(raw)).trials[0]
+    assert mitigated.stages["base"].id == plain.stages["base"].id
+    assert mitigated.stages["linearize"].id != plain.stages["linearize"].id
+    assert plain_kd_twin(mitigated).id == plain.id and plain_kd_twin(plain) is None
+    raw["linearize"]["deepreduce"]["finetune"] = True  # the extra finetune stage, as asked
+    assert list(make_plan(validate_spec(raw)).trials[0].stages) == ["base", "linearize", "finetune"]
+
+    raw["diagnostics"] = {"grad_norms": False, "margins": False, "hessian": False, "bound": False}
+    tiny_raw = dr_raw(tiny_raw, 400)
+    tiny_raw["diagnostics"] = raw["diagnostics"]
+    torch.set_num_threads(1)
+    store = StageStore(tmp_path)
+    run_trial(make_plan(validate_spec(tiny_raw)).trials[0], store)
+    raw["linearize"]["deepreduce"]["finetune"] = False
+    record = run_trial(make_plan(validate_spec(raw)).trials[0], store)
+    assert record.trained == {"base": False, "linearize": True}  # the base model is shared
+    history = store.result(mitigated.stages["linearize"]).history
+    assert history[-1]["multiplier/0"] > 0  # Algorithm 1's multipliers grew inside DeepReDuce's training
+    zero = store.result(plain.stages["linearize"]).history
+    assert all(row["multiplier/0"] == 0 for row in zero) and zero[-1]["loss"] != history[-1]["loss"]

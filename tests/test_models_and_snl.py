@@ -8,9 +8,10 @@ import torch
 
 from fairsweep.data import load_splits
 from fairsweep.linearize import count_relus, resolve_budget
-from fairsweep.linearize.snl import binarize, snl
-from fairsweep.models import create_model, list_models, relu_sites
+from fairsweep.linearize.snl import binarize
+from fairsweep.models import ModelArgs, create_model, list_models, relu_sites
 from fairsweep.spec import validate_spec
+from fairsweep.train.stages import run_linearizer
 
 # one input shape per registered architecture (the registry-driven tests fail on a missing one)
 INPUTS = {"small_cnn": (1, 8, 8), "mlp": (2,), "resnet18": (3, 32, 32), "resnet34": (3, 32, 32),
@@ -99,6 +100,11 @@ def _trained_base(tiny_raw):
     return spec, splits, model
 
 
+def snl(base, splits, spec, budget, generator):
+    """SNL with the spec's options, on the tiny base model (small_cnn width 4, 10 classes, 1 channel)."""
+    return run_linearizer(base, ModelArgs("small_cnn", 10, 1, {"width": 4}), splits, spec, budget, generator)
+
+
 @pytest.mark.parametrize("budget", [0.05, 0.2])
 def test_snl_reaches_its_budget(tiny_raw, budget):
     tiny_raw["linearize"]["budget"] = budget
@@ -110,7 +116,7 @@ def test_snl_reaches_its_budget(tiny_raw, budget):
     assert 0.95 * target <= live <= target
     assert history[-1]["live_relus"] <= target < history[-2]["live_relus"]  # stopped at the first epoch under
     lambdas = [h["lambda"] for h in history]
-    assert lambdas == sorted(lambdas) and lambdas[0] == spec.linearize.lambda_init  # λ only grows
+    assert lambdas == sorted(lambdas) and lambdas[0] == spec.linearize.snl.lambda_init  # λ only grows
     # the gated weights are kept; gates became masks; the base model is untouched
     assert all(s.gate is None for s in relu_sites(model).values())
     assert all(s.mask is None for s in relu_sites(base).values())
@@ -130,9 +136,9 @@ def test_snl_is_deterministic_per_seed(tiny_raw):
 def test_snl_fails_clearly_when_budget_not_reached(tiny_raw):
     from fairsweep.errors import StageError
 
-    tiny_raw["linearize"].update(max_epochs=2, lambda_init=1e-6, lambda_growth=1.0)
+    tiny_raw["linearize"]["snl"].update(max_epochs=2, lambda_init=1e-6, lambda_growth=1.0)
     spec, splits, base = _trained_base(tiny_raw)
-    with pytest.raises(StageError, match="did not reach its budget of 10 ReLUs within linearize.max_epochs=2"):
+    with pytest.raises(StageError, match="did not reach its budget of 10 ReLUs within linearize.snl.max_epochs=2"):
         snl(copy.deepcopy(base), splits, spec, 10, torch.Generator().manual_seed(0))
 
 
@@ -140,14 +146,14 @@ def test_snl_fails_clearly_when_budget_not_reached(tiny_raw):
 def test_snl_grows_lambda_exactly_after_epochs_whose_count_did_not_fall_below_its_lowest(tiny_raw, warmup):
     # a smaller Adam step than TINY's keeps every gate live through the warm-up, so λ must hold still
     # there although the count does not fall
-    tiny_raw["linearize"].update(lambda_init=2e-3, lambda_growth=1.5, lr=5e-3)
+    tiny_raw["linearize"]["snl"].update(lambda_init=2e-3, lambda_growth=1.5, lr=5e-3)
     if warmup is not None:
-        tiny_raw["linearize"]["lambda_warmup"] = warmup
+        tiny_raw["linearize"]["snl"]["lambda_warmup"] = warmup
     spec, splits, base = _trained_base(tiny_raw)
-    assert spec.linearize.lambda_warmup == (5 if warmup is None else warmup)
-    warmup = spec.linearize.lambda_warmup
+    assert spec.linearize.snl.lambda_warmup == (5 if warmup is None else warmup)
+    warmup = spec.linearize.snl.lambda_warmup
     history = snl(copy.deepcopy(base), splits, spec, 51, torch.Generator().manual_seed(0)).history
-    lowest, lam = 1024, spec.linearize.lambda_init  # every gate starts live
+    lowest, lam = 1024, spec.linearize.snl.lambda_init  # every gate starts live
     for row in history:  # the oracle: replay the rule over the recorded live counts
         assert row["lambda"] == pytest.approx(lam, rel=1e-12)
         if row["live_relus"] >= lowest and row["epoch"] >= warmup:
@@ -155,6 +161,6 @@ def test_snl_grows_lambda_exactly_after_epochs_whose_count_did_not_fall_below_it
         lowest = min(lowest, row["live_relus"])
     # through the warm-up (epochs 0 … warmup − 1) the count never fell and λ stayed; then it grew at once
     assert [row["live_relus"] for row in history[:warmup + 1]] == [1024] * (warmup + 1)
-    assert [row["lambda"] for row in history[:warmup + 1]] == [spec.linearize.lambda_init] * (warmup + 1)
-    assert history[warmup + 1]["lambda"] == pytest.approx(1.5 * spec.linearize.lambda_init, rel=1e-12)
+    assert [row["lambda"] for row in history[:warmup + 1]] == [spec.linearize.snl.lambda_init] * (warmup + 1)
+    assert history[warmup + 1]["lambda"] == pytest.approx(1.5 * spec.linearize.snl.lambda_init, rel=1e-12)
     assert any(b["lambda"] > a["lambda"] for a, b in zip(history, history[1:]))  # the rule did fire

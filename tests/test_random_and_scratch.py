@@ -7,12 +7,18 @@ import torch
 import torch.nn.functional as F
 
 from fairsweep.data import GroupedData, Splits
-from fairsweep.linearize import count_relus, get_linearizer
+from fairsweep.linearize import count_relus
 from fairsweep.linearize.random import proportional_counts
-from fairsweep.models import create_model
+from fairsweep.models import ModelArgs, create_model
 from fairsweep.models.sites import relu_sites
 from fairsweep.spec import FinetuneConfig, validate_spec
-from fairsweep.train.stages import finetune, reinitialize
+from fairsweep.train.stages import finetune, reinitialize, run_linearizer
+
+ARGS = ModelArgs("small_cnn", 3, 1, {"width": 4})  # the base models below
+
+
+def method(base, splits, spec, budget, generator):
+    return run_linearizer(base, ARGS, splits, spec, budget, generator)
 
 
 @pytest.mark.parametrize("sizes,budget,expected", [
@@ -40,7 +46,6 @@ def test_random_linearization_keeps_exactly_the_budget_per_site_in_proportion():
     torch.manual_seed(0)
     base = create_model("small_cnn", 3, 1, width=4)
     data = _digits_like()
-    method = get_linearizer("random")
     spec = validate_spec({"name": "t", "linearize": {"method": "random"}})
     out = method(base, Splits(data, data, data), spec, 300, torch.Generator().manual_seed(1))
     model, history = out.model, out.history
@@ -60,8 +65,8 @@ def test_from_scratch_reinitializes_keeps_masks_and_trains_with_cross_entropy_on
     torch.manual_seed(0)
     data = _digits_like(n=40)
     spec = validate_spec({"name": "t", "linearize": {"method": "random"}})
-    student = get_linearizer("random")(create_model("small_cnn", 3, 1, width=4), Splits(data, data, data), spec, 200,
-                                       torch.Generator().manual_seed(0)).model
+    student = method(create_model("small_cnn", 3, 1, width=4), Splits(data, data, data), spec, 200,
+                     torch.Generator().manual_seed(0)).model
     cfg = FinetuneConfig(epochs=2, lr=0.05, schedule="constant", batch_size=16, from_scratch=True)
     results = []
     for teacher_seed in (1, 2):  # the teacher plays no part

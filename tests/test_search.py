@@ -23,10 +23,12 @@ from fairsweep.cli import app
 from fairsweep.errors import UserError
 from fairsweep.spec import validate_spec
 from fairsweep.sweep.pareto import non_dominated, to_minimize
-from fairsweep.sweep.plan import Trial
+from fairsweep.data import ContentDigests
+from fairsweep.sweep.plan import Trial, resolve_spec
+from fairsweep.sweep.records import read_trial_record
 from fairsweep.sweep.search import StudySearcher, distribution, open_study, study_name, study_url
 from fairsweep.sweep.store import StageStore
-from fairsweep.sweep.trial import run_trial, trial_record_path
+from fairsweep.sweep.trial import run_trial
 
 OBJECTIVES = {"acc": "max", "drop_gap_pct": "min", "relu_count": "min"}
 SEARCH = {
@@ -83,25 +85,25 @@ def test_grid_and_search_together_is_an_error():
 def test_grid_specs_keep_their_content_hash():
     # the hash names a grid sweep's MLflow run: adding `sweep.search` must not change it for grid specs
     spec = validate_spec({**copy.deepcopy(TINY), "sweep": {"grid": {"finetune.mu": [0.0, 0.01]}}})
-    # as computed before search existed, but for the keys added since: linearize.lambda_warmup (which changes
-    # what SNL computes), model.stem_relu, and TINY's lambda_init (3e-2, was 1e-2; "380b4eb6898132bb" before them)
-    assert spec.content_hash() == "b2aaa1504584f468"
+    # as computed before search existed, but for what changed since: linearize.lambda_warmup (which changes
+    # what SNL computes), model.stem_relu, TINY's lambda_init (3e-2, was 1e-2; "380b4eb6898132bb" before them),
+    # then the spec's own layout (SNL's options under linearize.snl, data defaults resolved by the pre-flight;
+    # "b2aaa1504584f468" before it)
+    assert spec.content_hash() == "aee99acb5965fafb"
     # raising n_trials continues the same search
     assert validate_spec(search_raw(n_trials=9)).content_hash() == validate_spec(search_raw()).content_hash()
 
 
 def read_record(storage):
-    def read(trial_id):
-        path = trial_record_path(storage, trial_id)
-        return json.loads(path.read_text()) if path.is_file() else None
-    return read
+    return lambda trial_id: read_trial_record(storage, trial_id)
 
 
 def drive(searcher, store):
     """What Ray Tune does with the searcher, one trial at a time, in this process."""
     configs = []
     while (config := searcher.suggest(f"tune{len(configs)}")) not in (Searcher.FINISHED, None):
-        trial = Trial(searcher.spec.with_values(config["values"]), config["values"])
+        values = config["values"]
+        trial = Trial(resolve_spec(searcher.spec.with_values(values)), values, config["data_digest"])
         assert trial.id == config["trial_id"]
         run_trial(trial, store)
         searcher.on_trial_complete(f"tune{len(configs)}")
@@ -116,7 +118,8 @@ def test_searcher_takes_over_a_killed_drivers_trial_and_tells_seed_means(tmp_pat
     stale = study.ask({k: distribution(p) for k, p in spec.sweep.search.space.items()})  # then the driver died
     read = read_record(tmp_path)
     registered = []
-    searcher = StudySearcher(open_study(spec, tmp_path), spec, registered.append, lambda t: read(t.id), read)
+    searcher = StudySearcher(open_study(spec, tmp_path), spec, ContentDigests(), registered.append,
+                             lambda t: read(t.id), read)
     assert searcher.total_trials == 4 and searcher.to_ask == 1  # n_trials counts the stale trial
     configs = drive(searcher, StageStore(tmp_path))
     assert [c["values"] for c in configs[:2]] == [{**stale.params, "seed": 0}, {**stale.params, "seed": 1}]
@@ -125,11 +128,12 @@ def test_searcher_takes_over_a_killed_drivers_trial_and_tells_seed_means(tmp_pat
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
     for trial, seeds in zip(trials, (configs[:2], configs[2:])):
         records = [read(c["trial_id"]) for c in seeds]
-        assert trial.values == pytest.approx([np.mean([r["metrics"][m] for r in records]) for m in OBJECTIVES])
+        assert trial.values == pytest.approx([np.mean([r.metrics[m] for r in records]) for m in OBJECTIVES])
         assert trial.user_attrs.get("fairsweep_trial_ids", [c["trial_id"] for c in seeds]) == [c["trial_id"]
                                                                                             for c in seeds]
     # the study is full: a new searcher asks nothing, and reuses every finished seed
-    again = StudySearcher(open_study(spec, tmp_path), spec, lambda t: None, lambda t: read(t.id), read)
+    again = StudySearcher(open_study(spec, tmp_path), spec, ContentDigests(), lambda t: None, lambda t: read(t.id),
+                          read)
     assert again.to_ask == 0 and not again.has_work and again.suggest("x") == Searcher.FINISHED
 
 
@@ -302,11 +306,13 @@ def test_run_with_a_bad_search_exits_2_before_any_work(tmp_path, monkeypatch):
 def test_a_seed_that_fails_fails_its_optuna_trial_and_the_next_is_asked(tmp_path):
     spec = validate_spec(search_raw(n_trials=1))
     read = read_record(tmp_path)
-    searcher = StudySearcher(open_study(spec, tmp_path), spec, lambda t: None, lambda t: read(t.id), read)
+    searcher = StudySearcher(open_study(spec, tmp_path), spec, ContentDigests(), lambda t: None,
+                             lambda t: read(t.id), read)
     assert searcher.suggest("tune0") not in (Searcher.FINISHED, None)
     searcher.on_trial_complete("tune0", error=True)  # what Tune reports of a trial that failed for good
     assert searcher.suggest("tune1") == Searcher.FINISHED  # this run asked its one trial
     trials = optuna.load_study(study_name=study_name(spec), storage=study_url(tmp_path)).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
     # a failed trial does not count: re-running asks for a new one
-    assert StudySearcher(open_study(spec, tmp_path), spec, lambda t: None, lambda t: read(t.id), read).to_ask == 1
+    assert StudySearcher(open_study(spec, tmp_path), spec, ContentDigests(), lambda t: None, lambda t: read(t.id),
+                         read).to_ask == 1

@@ -1,20 +1,27 @@
 """Spec validation: every mistake is one paragraph naming the key, the value and what is accepted."""
 
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from conftest import MU_ABLATION
+from conftest import MU_ABLATION, fairsweep_cli
 from fairsweep.errors import UserError
 from fairsweep.spec import apply_overrides, load_spec, validate_spec
 from fairsweep.sweep.plan import make_plan
+from fairsweep.sweep.preflight import check_spec
 
 
 def problems(raw) -> str:
     with pytest.raises(UserError) as info:
         validate_spec(raw)
+    return "\n".join(info.value.problems)
+
+
+def preflight_problems(raw) -> str:
+    """What the pre-flight finds that the spec alone cannot know (registry names), before any data is read."""
+    with pytest.raises(UserError) as info:
+        spec = validate_spec(raw)
+        check_spec(spec, spec.grid_points())
     return "\n".join(info.value.problems)
 
 
@@ -72,7 +79,7 @@ def test_out_of_range(tiny_raw, key, value, expect):
 ])
 def test_unknown_names_list_the_valid_ones(tiny_raw, section, key, bad, names):
     tiny_raw[section][key] = bad
-    text = problems(tiny_raw)
+    text = preflight_problems(tiny_raw)
     assert f"`{bad}`" in text and f"did you mean `{names}`" in text and "Available:" in text
 
 
@@ -147,30 +154,25 @@ def test_stage_identity_is_content(tiny_raw):
                ("base", "linearize", "finetune")}) == 0
 
 
-def test_stem_relu_is_part_of_the_base_identity_only_when_set(tiny_raw):
-    from fairsweep.sweep.plan import Stage
-
+def test_stem_relu_is_part_of_the_base_identity_resolved(tiny_raw):
+    """What the stage computes: an unset stem_relu is the architecture's own (a ResNet's stem ReLU), so it
+    names the same base stage as `true`; `false` is another model; an architecture without the option has
+    none in its identity."""
     trial = make_plan(validate_spec(tiny_raw)).trials[0]
-    s = trial.spec.model_dump(mode="json")
-    assert s["model"]["stem_relu"] is None
-    # left unset, the key is no part of the identity: base stages stored before it existed are found
-    model = {k: v for k, v in s["model"].items() if k != "stem_relu"}
-    before = Stage("base", {"seed": s["seed"], "data": s["data"], "model": model, "base": s["base"]})
-    assert trial.stages["base"].id == before.id
+    assert "stem_relu" not in trial.stages["base"].config["model"]  # small_cnn has no stem ReLU option
     tiny_raw["model"].update(arch="resnet18", width=None)
-    ids = set()
+    ids = {}
     for stem_relu in (None, False, True):
         if stem_relu is not None:
             tiny_raw["model"]["stem_relu"] = stem_relu
-        ids.add(make_plan(validate_spec(tiny_raw)).trials[0].stages["base"].id)
-    assert len(ids) == 3
+        ids[stem_relu] = make_plan(validate_spec(tiny_raw)).trials[0].stages["base"].id
+    assert ids[None] == ids[True] != ids[False]
 
 
 # --- the CLI: exit status 2, one paragraph, no traceback ---------------------------------------
 
 def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "fairsweep", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return fairsweep_cli(*args, cwd=cwd)
 
 
 def write(tmp_path, raw):

@@ -8,6 +8,7 @@ import torch
 
 from fairsweep.spec import validate_spec
 from fairsweep.sweep.plan import make_plan
+from fairsweep.sweep.records import StageResult
 from fairsweep.sweep.store import StageStore
 
 
@@ -21,12 +22,13 @@ def test_built_once_then_reused(tmp_path, tiny_raw):
 
     def build():
         calls.append(1)
-        return {"w": torch.arange(3.0)}, {"history": [1, 2]}
+        return {"w": torch.arange(3.0)}, StageResult(history=[{"loss": 1.0}, {"loss": 2.0}])
 
     first = store.get_or_build(stage, build)
     second = store.get_or_build(stage, build)
     assert first.trained and not second.trained and len(calls) == 1
-    assert torch.equal(second.state["w"], torch.arange(3.0)) and second.result == {"history": [1, 2]}
+    assert torch.equal(second.state["w"], torch.arange(3.0))
+    assert second.result == StageResult(history=[{"loss": 1.0}, {"loss": 2.0}])
 
 
 def test_a_failed_build_leaves_nothing(tmp_path, tiny_raw):
@@ -38,7 +40,7 @@ def test_a_failed_build_leaves_nothing(tmp_path, tiny_raw):
     with pytest.raises(RuntimeError):
         store.get_or_build(stage, build)
     assert not store.has(stage) and not store.path(stage).exists()
-    assert store.get_or_build(stage, lambda: ({}, {"ok": 1})).trained  # the next caller builds it
+    assert store.get_or_build(stage, lambda: ({}, StageResult(selected={"ok": 1}))).trained  # the next caller builds it
 
 
 def _race(root, raw, counter, barrier):
@@ -49,10 +51,10 @@ def _race(root, raw, counter, barrier):
         with counter.get_lock():
             counter.value += 1
         time.sleep(0.5)  # long enough that every other process arrives while it trains
-        return {"w": torch.ones(2)}, {"by": "one"}
+        return {"w": torch.ones(2)}, StageResult(selected={"by": "one"})
 
     out = StageStore(root).get_or_build(stage, build)
-    assert out.result == {"by": "one"}
+    assert out.result == StageResult(selected={"by": "one"})
 
 
 def test_exactly_one_of_many_processes_trains_a_missing_stage(tmp_path, tiny_raw):
@@ -79,7 +81,7 @@ def _take_over(root, raw, counter, results):
     def build():
         with counter.get_lock():
             counter.value += 1
-        return {"w": torch.zeros(1)}, {"by": "taker"}
+        return {"w": torch.zeros(1)}, StageResult(selected={"by": "taker"})
 
     out = StageStore(root).get_or_build(_stage(raw), build)
     results.put((out.trained, out.waited, out.result))
@@ -99,5 +101,5 @@ def test_a_trainer_killed_while_holding_the_lock_is_taken_over_by_a_waiting_tria
     trainer.join(60)
     trained, waited, result = results.get(timeout=120)
     waiter.join(60)
-    assert trained and result == {"by": "taker"} and counter.value == 1 and waited > 0
-    assert StageStore(tmp_path).load(_stage(tiny_raw)).result == {"by": "taker"}
+    assert trained and result == StageResult(selected={"by": "taker"}) and counter.value == 1 and waited > 0
+    assert StageStore(tmp_path).load(_stage(tiny_raw)).result == StageResult(selected={"by": "taker"})

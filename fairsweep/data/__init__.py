@@ -12,6 +12,7 @@ batch of them into normalised (and, for training, augmented) float inputs with t
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -150,6 +151,7 @@ def register_dataset(name: str, *, description: str, targets: tuple[str, ...], g
                      files: DataFiles | None = None, test_fraction: float | None = 0.25,
                      default_imbalance: dict | None = None) -> Callable:
     def wrap(load: Callable[[DataConfig, DataCache | None], Loaded]) -> Callable:
+        @functools.wraps(load)
         def load_resolved(cfg: DataConfig, cache: DataCache | None) -> Loaded:  # a loader sees every default filled
             return load(resolve(cfg), cache)
 

@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from fairsweep.metrics.mitigation import mitigation_metrics
 from fairsweep.spec import Spec
-from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial
+from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial, probe_points
+from fairsweep.sweep.preflight import preflight
+from fairsweep.sweep.progress import Progress
 from fairsweep.sweep.ray_session import RaySession
-from fairsweep.sweep.records import TrialRecord, read_trial_record, write_trial_record
+from fairsweep.sweep.records import TrialRecord, read_trial_record, trial_record_path, write_trial_record
+from fairsweep.sweep.results import records_frame, results_table
 
 
 @dataclass
@@ -142,8 +146,6 @@ class SweepDriver:
         """Figure 9's metrics, once the sweep's trials are done: for every finished trial whose finetuning is
         not plain KD (µ > 0, or the released code's), against its plain-KD twin (the same trial with µ = 0
         under Algorithm 1, from this sweep or any other sharing the storage)."""
-        from fairsweep.metrics.mitigation import mitigation_metrics
-
         outcome = self.outcome
         for trial in outcome.plan.trials:
             record = outcome.records.get(trial.id)
@@ -176,8 +178,6 @@ def plain_kd_twin(trial: Trial) -> Trial | None:
 
 def run_sweep(spec: Spec, storage: Path, tracking: Tracking, address: str | None = None, console=None
               ) -> SweepOutcome:
-    from fairsweep.sweep.preflight import preflight
-
     started = time.time()
     storage = Path(storage).expanduser().resolve()
     with RaySession(address or spec.resources.address) as ray:
@@ -188,8 +188,6 @@ def run_sweep(spec: Spec, storage: Path, tracking: Tracking, address: str | None
             checked = preflight(spec, storage, resources, where)
             plan = checked.plan
         else:  # trials come from the study as it runs; its probe values are checked now
-            from fairsweep.sweep.search import probe_points
-
             checked = preflight(spec, storage, resources, where, points=probe_points(spec))
             plan = Plan(spec, [])
         if console is not None:
@@ -200,8 +198,7 @@ def run_sweep(spec: Spec, storage: Path, tracking: Tracking, address: str | None
 
 def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, started: float, ray: RaySession,
          digests) -> SweepOutcome:
-    from fairsweep.sweep.progress import Progress
-    from fairsweep.sweep.records import trial_record_path
+    # Ray Tune's import takes seconds: only a sweep with trials to run needs it
     from fairsweep.sweep.tune_backend import PlanSearcher, driver_callback, run_tune
 
     search = spec.sweep.search
@@ -222,7 +219,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
         driver.progress = Progress(len(plan.trials), already_done=driver.outcome.skipped, console=console)
         searcher = PlanSearcher(pending) if pending else None
     else:
-        from fairsweep.sweep.search import StudySearcher, open_study
+        from fairsweep.sweep.search import StudySearcher, open_study  # imports Ray Tune
 
         study = StudySearcher(open_study(spec, storage), spec, digests, driver.register, driver.reuse,
                               lambda trial_id: read_trial_record(storage, trial_id))
@@ -251,8 +248,6 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
     driver.add_mitigation_effects()
     outcome = driver.outcome
     outcome.seconds = time.time() - started
-    from fairsweep.sweep.results import records_frame, results_table
-
     table = results_table(records_frame(outcome.records.values(), spec.sweep.varied_keys), spec.sweep.varied_keys)
     summary = {"trials_finished": len(outcome.records), "trials_failed": len(outcome.failed),
                "wall_seconds": outcome.seconds, "lock_wait_seconds": outcome.lock_wait}

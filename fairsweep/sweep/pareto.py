@@ -13,6 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fairsweep import errors
+from fairsweep.errors import UserError
+from fairsweep.spec import objective_problems
+from fairsweep.sweep.results import runs_frame
+
 # the front of a grid sweep, unless told otherwise: accuracy against the disparity and the ReLU count
 GRID_OBJECTIVES = {"acc": "max", "drop_gap_pct": "min", "relu_count": "min"}
 REFERENCE_MARGIN = 0.1  # the default reference point lies this fraction of each objective's range beyond its worst
@@ -94,8 +99,6 @@ def seed_means(runs: list[dict], config_keys: list[str], objectives: dict[str, s
     """One row per configuration (the values of `config_keys`, seeds left out): the mean of each
     objective over its seeds, the number of seeds and their MLflow run ids. `runs` are the sweep's
     trial runs as {"run_id", "params", "metrics"}."""
-    from fairsweep.sweep.results import runs_frame
-
     frame = runs_frame(runs, config_keys)
     for metric in objectives:
         if metric not in frame:
@@ -161,10 +164,6 @@ def plot_front(front: Front, x: str, y: str, color: str | None, path: Path, titl
 
 def choose_objectives(spec, options: list[str]) -> dict[str, str]:
     """`--objective METRIC:max|min` options if given, else the search's objectives, else GRID_OBJECTIVES."""
-    from fairsweep import errors
-    from fairsweep.errors import UserError
-    from fairsweep.spec import objective_problems
-
     if not options:
         return dict(spec.sweep.search.objectives) if spec.sweep.search is not None else dict(GRID_OBJECTIVES)
     objectives, problems = {}, []
@@ -184,9 +183,6 @@ def choose_objectives(spec, options: list[str]) -> dict[str, str]:
 
 def parse_reference(text: str | None, objectives: dict[str, str]) -> list[float] | None:
     """`--reference 0.5,40,500`: one number per objective, in their order."""
-    from fairsweep import errors
-    from fairsweep.errors import UserError
-
     if text is None:
         return None
     try:

@@ -94,8 +94,9 @@ def stage_config(spec: Spec, kind: str, digest: str) -> dict[str, Any]:
         if lin.method == "snl":
             options = {**lin.snl.model_dump(mode="json"), "batch_size": lin.snl.batch_size or batch}
         elif lin.method == "deepreduce":
-            fairness = {"mu": spec.finetune.mu, "mitigation": spec.finetune.mitigation}
-            options = {**recipe(lin.deepreduce, batch), "fairness": fairness}
+            options = recipe(lin.deepreduce, batch)
+            del options["finetune"]  # whether a finetune stage follows is no part of what DeepReDuce computes
+            options["fairness"] = {"mu": spec.finetune.mu, "mitigation": spec.finetune.mitigation}
         else:
             options = lin.random.model_dump(mode="json")
         return {"method": lin.method, "budget": lin.budget, "options": options}
@@ -176,6 +177,11 @@ def make_plan(spec: Spec, digests: DigestFn | None = None) -> Plan:
     keys = sorted(spec.sweep.grid, key=_fastest_first)
     points.sort(key=lambda p: tuple(_sort_key(p[k]) for k in reversed(keys)))
     return Plan(spec, [Trial.of(spec, p, digests) for p in points])
+
+
+def probe_points(spec: Spec) -> list[dict[str, Any]]:
+    """A search's probe values of each dimension (low, high, every choice), one at a time, for the pre-flight."""
+    return [{key: value} for key, param in spec.sweep.search.space.items() for value in param.probes()]
 
 
 def _fastest_first(key: str) -> tuple[int, int]:

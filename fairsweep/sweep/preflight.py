@@ -14,10 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from fairsweep import errors
+from fairsweep.data import ContentDigests, data_problems, dataset_info, load_splits
+from fairsweep.data.cache import DataCache
 from fairsweep.errors import UserError
+from fairsweep.linearize import count_relus, resolve_budget
+from fairsweep.linearize.deepreduce import enumerate_configurations
+from fairsweep.models import input_problem, list_models, stem_relu_problem
 from fairsweep.spec import Spec
-from fairsweep.sweep.plan import Plan, Trial, base_model_args, make_plan
+from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial, base_model_args, make_plan
+from fairsweep.sweep.store import StageStore
 
 
 def key_label(values: dict[str, Any], key: str, varied: str = "sweep.grid") -> str:
@@ -53,10 +61,6 @@ def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | No
               points: list[dict[str, Any]] | None = None) -> Checked:
     """Check `spec` (its grid's trials, or `points` instead: a search's probe values) and plan it; raises
     a `UserError` with every problem found. `resources`: what Ray offers a trial (None: not checked)."""
-    from fairsweep.data import ContentDigests
-    from fairsweep.data.cache import DataCache
-    from fairsweep.sweep.store import StageStore
-
     varied = "sweep.search.space" if spec.sweep.search is not None else "sweep.grid"
     check_spec(spec, points if points is not None else spec.grid_points(), varied)
     cache = DataCache(StageStore(storage).data_cache) if storage is not None else None
@@ -71,9 +75,6 @@ def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | No
 def check_spec(spec: Spec, points: list[dict[str, Any]], varied: str = "sweep.grid") -> None:
     """What each trial's spec names must be registered: the dataset and its attributes, the architecture and
     the options it is given. Every problem once, at the key the user wrote."""
-    from fairsweep.data import data_problems
-    from fairsweep.models import list_models, stem_relu_problem
-
     problems: list[str] = []
     for values in points or [{}]:
         trial_spec = spec.with_values(values)
@@ -101,10 +102,6 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
     the plan has problems: decoding is the expensive part). Once the plan has none, each configuration
     is split with every seed of the plan, checked, and cached there too, so that the trials' workers
     never compute a split. Returns what was seen of each data configuration (split with its first seed)."""
-    from fairsweep.data import dataset_info, load_splits
-    from fairsweep.data.cache import DataCache
-    from fairsweep.sweep.store import StageStore
-
     problems = resource_problems(plan.spec, resources, where)
     cache = DataCache(StageStore(storage).data_cache) if storage is not None else None
     summaries: dict[str, DataSummary | None] = {}
@@ -160,11 +157,6 @@ def model_problems(spec: Spec, input_shape: tuple[int, ...], num_classes: int, b
                    cache: dict[str, Any]) -> list[str]:
     """The architecture must take the data's inputs and the budget must be within the model's ReLUs
     (for DeepReDuce, within its configurations' range). `cache` keeps counts across trials."""
-    import torch
-
-    from fairsweep.linearize import count_relus, resolve_budget
-    from fairsweep.linearize.deepreduce import enumerate_configurations
-    from fairsweep.models import input_problem
 
     args = base_model_args(spec, num_classes, input_shape[0])
     shape = "×".join(map(str, input_shape))
@@ -205,9 +197,6 @@ def model_problems(spec: Spec, input_shape: tuple[int, ...], num_classes: int, b
 
 def describe_plan(plan: Plan, storage: Path | None = None) -> dict[str, Any]:
     """Trials, unique stages per kind, and how many of those are already stored."""
-    from fairsweep.sweep.plan import STAGE_KINDS
-    from fairsweep.sweep.store import StageStore
-
     store = StageStore(storage) if storage is not None else None
     out: dict[str, Any] = {"trials": len(plan.trials), "stages": {}}
     for kind in STAGE_KINDS:

@@ -82,10 +82,6 @@ class RaySession:
             self.started = False
 
     def connect(self) -> None:
-        if is_initialized():
-            return
-        import ray
-
         if self.address:
             check_reachable(self.address)
             if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
@@ -93,6 +89,11 @@ class RaySession:
                 # for `--address auto` but not for an explicit HOST:PORT unless the mode is set before Ray
                 # is imported (seen here).
                 os.environ["RAY_AUTH_MODE"] = "token"
+        if is_initialized():
+            return
+        import ray
+
+        if self.address:
             try:
                 ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
             except Exception as exc:  # ConnectionError, or Ray's own when no cluster answers

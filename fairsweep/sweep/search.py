@@ -49,11 +49,6 @@ def seed_trials(spec: Spec, params: dict[str, Any], digests: DigestFn) -> list[T
     return [Trial.of(spec, {**params, "seed": seed}, digests) for seed in seeds]
 
 
-def probe_points(spec: Spec) -> list[dict[str, Any]]:
-    """The probe values of each dimension (low, high, every choice), one at a time, for the pre-flight."""
-    return [{key: value} for key, param in _search(spec).space.items() for value in param.probes()]
-
-
 def open_study(spec: Spec, storage: Path):
     """The spec's study in the storage's SQLite database, created on first use."""
     import optuna

@@ -103,7 +103,13 @@ def linearize(base: nn.Module, base_args: ModelArgs, splits: Splits, spec: Spec,
     """Linearize `base` (built from `base_args`) to `spec.linearize.budget` with the configured method; a
     method that distils (DeepReDuce) does so under the spec's fairness-aware finetuning."""
     total = count_relus(base, tuple(splits.train.x.shape[1:])).total
-    budget = resolve_budget(spec.linearize.budget, total)
+    return run_linearizer(base, base_args, splits, spec, resolve_budget(spec.linearize.budget, total), generator,
+                          checkpoint)
+
+
+def run_linearizer(base: nn.Module, base_args: ModelArgs, splits: Splits, spec: Spec, budget: int,
+                   generator: torch.Generator, checkpoint: EpochCheckpoint | None = None) -> Linearized:
+    """`spec.linearize.method` with its own options on `base`, to `budget` ReLUs (a count)."""
     trainer = StageTrainer(splits, generator, checkpoint, spec.data.batch_size, spec.finetune)
     return get_linearizer(spec.linearize.method)(base, base_args, spec.linearize.options, budget, trainer)
 
