@@ -1,4 +1,4 @@
-"""Group metrics against fairlearn's MetricFrame, and the trial metric contract of DESIGN.md."""
+"""Group metrics against fairlearn's MetricFrame, and the trial metric contract of docs/metrics.md."""
 
 import math
 

@@ -66,8 +66,9 @@ class SweepDriver:
     MLflow run of each logged trial, the stages trained and the waits. Tune's callback, the logging thread
     and the search's searcher all report here; every change happens under one lock."""
 
-    def __init__(self, spec: Spec, plan: Plan, storage: Path, tracker, parent_run_id: str, logged: dict[str, str]):
-        self.spec, self.storage, self.tracker = spec, storage, tracker
+    def __init__(self, spec: Spec, plan: Plan, storage: Path, tracking: Tracking, parent_run_id: str,
+                 logged: dict[str, str]):
+        self.spec, self.storage, self.tracking = spec, storage, tracking
         self.outcome = SweepOutcome(plan, records={}, trained={k: 0 for k in STAGE_KINDS},
                                     parent_run_id=parent_run_id)
         self.trials: dict[str, Trial] = {}
@@ -106,6 +107,8 @@ class SweepDriver:
     def completed(self, trial_id: str) -> None:
         """A trial Tune ran has finished: log it, count its stages (on the logging thread)."""
         with self._lock:
+            if trial_id in self.outcome.records:  # reported twice (a retry): counted once
+                return
             record = self._finish(trial_id)
             if record is None:
                 return
@@ -135,7 +138,7 @@ class SweepDriver:
                                            "spec": trial.spec.model_dump(mode="json")})
         if trial_id not in self.logged:
             try:
-                self.logged[trial_id] = self.tracker.log_trial(self.outcome.parent_run_id, trial, record, self.storage)
+                self.logged[trial_id] = self.tracking.log_trial(self.outcome.parent_run_id, trial, record, self.storage)
             except Exception as exc:  # the trial's results are safe in the store; re-running logs them
                 self.outcome.failed[trial_id] = f"logging to MLflow failed: {exc}"
                 return None
@@ -164,7 +167,7 @@ class SweepDriver:
                     stored.metrics.update(changed)
                     write_trial_record(self.storage, stored)
             if trial.id in self.logged:
-                self.tracker.log_missing_metrics(self.logged[trial.id], metrics)
+                self.tracking.log_missing_metrics(self.logged[trial.id], metrics)
 
 
 def plain_kd_twin(trial: Trial) -> Trial | None:
