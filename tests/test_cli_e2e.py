@@ -277,10 +277,28 @@ def test_toy2d_sweep_and_its_figure_2(tmp_path):
     figure = subprocess.run([sys.executable, str(ROOT / "analysis" / "toy2d_figure.py"), str(toy2d), "--storage", "runs",
                              "--out", "toy2d.png", *sets], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert figure.returncode == 0, figure.stdout + figure.stderr
-    table = pd.read_csv(tmp_path / "toy2d.csv")
-    assert list(table["model"]) == ["ReLU model", "linearized model"] and set(table["seeds"]) == {2}
+    table = pd.read_csv(tmp_path / "toy2d.csv").set_index("model")
+    assert list(table.index) == ["ReLU model", "linearized model", "loss (ReLU − linearized)"]
+    assert set(table["seeds"]) == {2}
     assert {"overall_mean", "majority_mean", "minority_mean", "minority_std"} <= set(table.columns)
+    # the loss row is the per-seed difference of the two models; its mean, the difference of their means
+    relu, linear, loss = (table.loc[row] for row in table.index)
+    for metric in ("overall", "majority", "minority"):
+        assert loss[f"{metric}_mean"] == pytest.approx(relu[f"{metric}_mean"] - linear[f"{metric}_mean"])
+    # the paper's numbers beside ours, in the CSV (fractions) and in the printed table (percent)
+    assert list(relu[["overall_paper", "majority_paper", "minority_paper"]]) == [0.993, 1.0, 0.93]
+    assert linear["overall_paper"] == 0.99 and pd.isna(linear["majority_paper"]) and linear["minority_paper"] == 0.88
+    printed = figure.stdout.splitlines()
+    rows = {name: next(line for line in printed if line.startswith(name)) for name in table.index}
+    assert re.search(r"99\.3\s.*100\.0\s.*93\.0$", rows["ReLU model"])
+    assert re.search(r"99\.0\s.*–\s.*88\.0$", rows["linearized model"])
+    assert f"{100 * relu['minority_mean']:.2f} ± {100 * relu['minority_std']:.2f}" in rows["ReLU model"]
     assert (tmp_path / "toy2d.png").stat().st_size > 0 and "logged to MLflow run" in figure.stdout
+    # by default the figure goes to analysis/figures/, whatever the working directory
+    usage = subprocess.run([sys.executable, str(ROOT / "analysis" / "toy2d_figure.py"), "--help"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    unwrapped = "".join(usage.stdout.split())  # argparse wraps the path at its hyphens too
+    assert "".join(str(ROOT / "analysis" / "figures" / "toy2d_boundaries.png").split()) in unwrapped
 
 
 def test_mlflow_sends_no_usage_reports_from_a_sweep_process():

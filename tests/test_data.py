@@ -173,13 +173,24 @@ def test_a_changed_source_file_invalidates_the_cache(name, real_data, tmp_path, 
 
 
 def test_toy2d_has_a_small_minority_beyond_a_nonlinear_boundary():
-    data = dataset_info("toy2d").load(DataConfig(dataset="toy2d"), None).data
-    share = float(data.y.float().mean())
-    assert data.x.shape == (2000, 2) and 0.05 < share < 0.2
-    # not linearly separable: a linear classifier leaves errors
+    from matplotlib.path import Path as Polygon
     from sklearn.linear_model import LogisticRegression
 
-    assert LogisticRegression().fit(data.x.numpy(), data.y.numpy()).score(data.x.numpy(), data.y.numpy()) < 0.99
+    from fairsweep.data.embedded import toy2d_boundary
+
+    data = dataset_info("toy2d").load(DataConfig(dataset="toy2d"), None).data
+    share = float(data.y.float().mean())
+    assert data.x.shape == (8000, 2) and 0.1 < share < 0.2 and data.x.abs().max() <= 1
+    assert torch.equal(data.y, dataset_info("toy2d").load(DataConfig(dataset="toy2d"), None).data.y)  # fixed
+    # the boundary the figure draws is the one that labels the points: the minority is what lies
+    # inside it (an independent point-in-polygon test, on a polyline fine enough that no point lies
+    # between it and the curve), and all of it lies inside the sampled square
+    curve = toy2d_boundary(7201)
+    inside = torch.as_tensor(Polygon(curve.numpy()).contains_points(data.x.numpy()))
+    assert torch.equal(inside, data.y.bool()) and curve.abs().max() < 1
+    # not linearly separable: a linear classifier does no better than calling every point majority
+    fit = LogisticRegression().fit(data.x.numpy(), data.y.numpy())
+    assert fit.score(data.x.numpy(), data.y.numpy()) < 1 - share + 0.01
 
 
 @pytest.mark.parametrize("name", list_datasets())

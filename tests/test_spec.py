@@ -6,7 +6,7 @@ import yaml
 
 from conftest import MU_ABLATION, fairsweep_cli
 from fairsweep.errors import UserError
-from fairsweep.spec import apply_overrides, load_spec, validate_spec
+from fairsweep.spec import OptimConfig, apply_overrides, load_spec, validate_spec
 from fairsweep.sweep.plan import make_plan
 from fairsweep.sweep.preflight import check_spec
 
@@ -34,10 +34,19 @@ def test_embedded_sweep_is_valid_and_has_the_issue_grid():
 
 
 def test_toy2d_sweep_is_the_papers_figure_2_setting():
+    from fairsweep.linearize import count_relus, resolve_budget
+    from fairsweep.sweep.trial import build_model
+
     spec = load_spec(MU_ABLATION.with_name("toy2d.yaml"))
     assert spec.data.dataset == "toy2d" and spec.model.arch == "mlp"
     assert spec.linearize.method == "random" and spec.linearize.budget == 0.5 and spec.finetune.from_scratch
-    assert len(spec.sweep.grid["seed"]) >= 5
+    assert len(spec.sweep.grid["seed"]) >= 10
+    # ReLU vs half of it linear, nothing else: both models are trained with the same recipe
+    recipe = set(OptimConfig.model_fields) - {"batch_size"}
+    assert spec.finetune.model_dump(include=recipe) == spec.base.model_dump(include=recipe)
+    assert (spec.finetune.batch_size or spec.data.batch_size) == (spec.base.batch_size or spec.data.batch_size)
+    relus = count_relus(build_model(spec, 2, (2,)), (2,)).total
+    assert relus == 2 * spec.model.width and resolve_budget(spec.linearize.budget, relus) == spec.model.width
     assert spec.diagnostics.hessian and spec.diagnostics.bound  # on in the embedded sweeps
     assert load_spec(MU_ABLATION).diagnostics.bound
 
