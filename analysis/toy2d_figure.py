@@ -25,7 +25,6 @@ from sweep_results import finished_records, log_to_sweep_run, sweep_parser  # no
 from fairsweep.data import load_splits  # noqa: E402
 from fairsweep.data.embedded import toy2d_boundary  # noqa: E402
 from fairsweep.sweep.store import StageStore  # noqa: E402
-from fairsweep.sweep.trial import build_model  # noqa: E402
 
 MODELS = {"base": "ReLU model", "final": "linearized model"}
 METRICS = ("overall", "majority", "minority")
@@ -37,15 +36,15 @@ LOSS = "loss (ReLU − linearized)"  # the table's third row: the ReLU model's a
 DEFAULT_OUT = Path(__file__).resolve().parent / "figures" / "toy2d_boundaries.png"
 
 
-def accuracy_table(records: list[dict]) -> pd.DataFrame:
+def accuracy_table(records: list) -> pd.DataFrame:
     """Test accuracy (fractions), overall and per group, mean and std over seeds: one row per model
     (ReLU, linearized) and one for the ReLU model's minus the linearized model's at the same seed;
     `<metric>_paper` beside each mean is the paper's number (NaN where it gives none)."""
     rows = []
     for record in records:
         for key, label in MODELS.items():
-            acc = record["accuracy"][key]
-            rows.append({"model": label, "seed": record["spec"]["seed"], "overall": acc["overall"], **acc["by_group"]})
+            acc = record.accuracy[key]
+            rows.append({"model": label, "seed": record.spec["seed"], "overall": acc.overall, **acc.by_group})
     frame = pd.DataFrame(rows).set_index(["model", "seed"])
     relu, linear = frame.loc[MODELS["base"]], frame.loc[MODELS["final"]]
     per_model = {MODELS["base"]: relu, MODELS["final"]: linear, LOSS: relu - linear}  # seeds aligned by index
@@ -121,12 +120,8 @@ def main() -> None:
     print(format_table(table))
 
     trial = next((t for t in plan.trials if t.spec.seed == args.seed and t.id in by_id), plan.trials[0])
-    record = by_id[trial.id]
-    models = {}
-    for kind, label in (("base", "(a) ReLU model"), ("finetune", "(b) 50 % ReLUs linearized")):
-        model = build_model(trial.spec, record["num_classes"], tuple(record["input_shape"]))
-        model.load_state_dict(store.load(trial.stages[kind]).state)
-        models[f"{label}, seed {trial.spec.seed}"] = model
+    models = {f"{label}, seed {trial.spec.seed}": store.load_model(trial.stages[kind])
+              for kind, label in (("base", "(a) ReLU model"), ("finetune", "(b) 50 % ReLUs linearized"))}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_boundaries(models, load_splits(trial.spec.data, trial.spec.seed).test, out)
