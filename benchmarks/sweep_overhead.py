@@ -2,7 +2,7 @@
 calling `run_trial` for the same trials on a fresh store.
 
 Both run the same stages (training, measuring, diagnostics) with one torch thread, by default the
-default sweep as shipped (`sweeps/mu_ablation.yaml`: 3 seeds × 3 budgets × 4 µ, 36 trials of a few
+digits µ-ablation as shipped (`sweeps/digits_mu_ablation.yaml`: 3 seeds × 3 budgets × 4 µ, 36 trials of a few
 seconds; `--short` shortens the trials as in `stage_reuse.py`, `--set` changes the grid), and both
 start one fresh Python process that imports torch and trains every trial:
 

@@ -1,4 +1,4 @@
-"""What the sweep benchmarks share: the µ-ablation spec (its trials shortened or as shipped), fresh
+"""What the sweep benchmarks share: the digits µ-ablation spec (its trials shortened or as shipped), fresh
 storage per run, a local Ray started once (outside the timings), the machine's load."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rich.console import Console
 
 from fairsweep.spec import Spec, load_spec
 
-MU_ABLATION = Path(__file__).resolve().parents[1] / "sweeps" / "mu_ablation.yaml"
+MU_ABLATION = Path(__file__).resolve().parents[1] / "sweeps" / "digits_mu_ablation.yaml"  # the figures in docs/
 QUIET = Console(file=io.StringIO())  # the sweep's progress and tables are not what is measured
 
 

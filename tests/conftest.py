@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MU_ABLATION = ROOT / "sweeps" / "mu_ablation.yaml"
+MU_ABLATION = ROOT / "sweeps" / "mu_ablation.yaml"  # the default sweep (glyphs)
+DIGITS_MU_ABLATION = ROOT / "sweeps" / "digits_mu_ablation.yaml"  # the same grid on digits, quicker
 
 # A spec small enough to train in seconds: the embedded default, shortened.
 TINY = {
@@ -20,7 +21,7 @@ TINY = {
     "finetune": {"epochs": 2, "lr": 0.01, "mu": 0.0},
 }
 
-# the same reduction of mu_ablation.yaml, as CLI overrides (1 seed, 2 budgets, 2 µ, few epochs)
+# the same reduction of digits_mu_ablation.yaml, as CLI overrides (1 seed, 2 budgets, 2 µ, few epochs)
 TINY_OVERRIDES = [
     "seed=[0]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0,0.01]", "model.width=8",
     "linearize.snl.lambda_init=0.01", "linearize.snl.lambda_growth=2.0", "finetune.epochs=2",

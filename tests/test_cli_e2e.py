@@ -1,4 +1,4 @@
-"""`fairsweep run` end to end on a reduced mu_ablation (1 seed, 2 budgets, 2 µ): Ray Tune schedules,
+"""`fairsweep run` end to end on a reduced digits_mu_ablation (1 seed, 2 budgets, 2 µ): Ray Tune schedules,
 MLflow records, a re-run resumes without training anything, a failing trial gives exit status 1."""
 
 import json
@@ -18,17 +18,19 @@ import pytest
 import torch
 import yaml
 
-from conftest import MU_ABLATION, ROOT, TINY_OVERRIDES
+from conftest import DIGITS_MU_ABLATION, ROOT, TINY_OVERRIDES
 from ray_nodes import kill_session, start_node
 from fairsweep.data import load_splits
 from fairsweep.spec import load_spec
+
+pytestmark = pytest.mark.slow
 
 METRICS = ["acc", "drop_gap_pct", "acc_gap", "worst_group_acc", "relu_count"]
 
 
 def run_cli(tmp_path, *extra):
-    """`fairsweep run` of the reduced mu_ablation; `extra` holds more overrides, then other flags."""
-    args = [sys.executable, "-m", "fairsweep", "run", str(MU_ABLATION), "--storage", "runs"]
+    """`fairsweep run` of the reduced digits_mu_ablation; `extra` holds more overrides, then other flags."""
+    args = [sys.executable, "-m", "fairsweep", "run", str(DIGITS_MU_ABLATION), "--storage", "runs"]
     overrides = [*TINY_OVERRIDES, *(e for e in extra if "=" in e and not e.startswith("-"))]
     for item in overrides:
         args += ["--set", item]
@@ -66,7 +68,7 @@ def test_mlflow_has_parent_and_child_runs_with_params_and_metrics(swept, monkeyp
     tmp_path = swept[0]
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri("sqlite:///mlflow.db")
-    runs = mlflow.search_runs(experiment_names=["mu_ablation"])
+    runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"])
     parents = runs[runs["tags.fairsweep.role"] == "sweep"]
     children = runs[runs["tags.fairsweep.role"] == "trial"]
     assert len(parents) == 1 and len(children) == 4
@@ -95,7 +97,7 @@ def test_mlflow_has_parent_and_child_runs_with_params_and_metrics(swept, monkeyp
 
 def test_paper_figures_from_the_finished_sweep(swept):
     tmp_path = swept[0]
-    args = [sys.executable, str(ROOT / "analysis" / "paper_figures.py"), str(MU_ABLATION), "--storage", "runs",
+    args = [sys.executable, str(ROOT / "analysis" / "paper_figures.py"), str(DIGITS_MU_ABLATION), "--storage", "runs",
             "--out", "figures"]
     for item in TINY_OVERRIDES:
         args += ["--set", item]
@@ -109,14 +111,27 @@ def test_paper_figures_from_the_finished_sweep(swept):
     assert re.search(r"Theorem 4.4's bound holds for [\d.]+% of \(trial, group\) pairs", result.stdout)
 
 
+def test_effects_script_reads_the_finished_sweep_and_fails_without_seed_spread(swept):
+    tmp_path = swept[0]
+    args = [sys.executable, str(ROOT / "analysis" / "mu_ablation_effects.py"), str(DIGITS_MU_ABLATION),
+            "--storage", "runs"]
+    for item in TINY_OVERRIDES:
+        args += ["--set", item]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # one seed: no std, so neither effect can be shown beyond the spread
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "4 finished trials" in result.stdout and "FAIL Matthew effect" in result.stdout
+    assert len([line for line in result.stdout.splitlines() if line.strip().startswith(("0.03 ", "0.1 "))]) == 4
+
+
 def test_logged_model_loads_and_reproduces_the_logged_accuracy(swept, monkeypatch):
     tmp_path = swept[0]
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri("sqlite:///mlflow.db")
-    runs = mlflow.search_runs(experiment_names=["mu_ablation"], filter_string="tags.`fairsweep.role` = 'trial'")
+    runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"], filter_string="tags.`fairsweep.role` = 'trial'")
     row = runs.iloc[0]
     model = mlflow.pytorch.load_model(f"runs:/{row['run_id']}/model").eval()
-    spec = load_spec(MU_ABLATION, TINY_OVERRIDES)
+    spec = load_spec(DIGITS_MU_ABLATION, TINY_OVERRIDES)
     test = load_splits(spec.data, seed=0).test
     with torch.no_grad():
         acc = float((model(test.x).argmax(1) == test.y).double().mean())
@@ -145,7 +160,7 @@ def test_rerun_resumes_without_training_or_duplicate_runs(swept, monkeypatch):
     assert stage_dirs(tmp_path) == stages  # nothing rewritten
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri("sqlite:///mlflow.db")
-    assert len(mlflow.search_runs(experiment_names=["mu_ablation"])) == 5
+    assert len(mlflow.search_runs(experiment_names=["digits_mu_ablation"])) == 5
 
 
 def test_adding_a_mu_trains_only_the_new_finetunings(swept):
@@ -166,7 +181,7 @@ def test_a_failing_trial_is_listed_and_exits_1(tmp_path):
 def test_another_sweep_sharing_storage_reuses_trials_and_names_them_its_way(swept):
     tmp_path = swept[0]
     # the fixture's trials at budget 0.1, from a spec whose grid varies µ only
-    raw = yaml.safe_load(MU_ABLATION.read_text())
+    raw = yaml.safe_load(DIGITS_MU_ABLATION.read_text())
     del raw["sweep"]["grid"]["linearize.budget"]
     raw["linearize"]["budget"] = 0.1
     (tmp_path / "mu_only.yaml").write_text(yaml.safe_dump(raw))
@@ -212,7 +227,7 @@ def test_resources_no_node_has_are_an_error_at_once(tmp_path, two_nodes):
 
 def test_trials_run_on_both_nodes_and_the_sweep_survives_losing_one(tmp_path, two_nodes):
     address, worker = two_nodes
-    args = [sys.executable, "-m", "fairsweep", "run", str(MU_ABLATION), "--storage", "runs", "--address", address]
+    args = [sys.executable, "-m", "fairsweep", "run", str(DIGITS_MU_ABLATION), "--storage", "runs", "--address", address]
     for item in [*TINY_OVERRIDES, "finetune.mu=[0,0.005,0.01]", "resources.max_failures=3"]:
         args += ["--set", item]
     driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -238,7 +253,7 @@ def records(tmp_path):
 
 
 def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path):
-    args = [sys.executable, "-m", "fairsweep", "run", str(MU_ABLATION), "--storage", "runs"]
+    args = [sys.executable, "-m", "fairsweep", "run", str(DIGITS_MU_ABLATION), "--storage", "runs"]
     for item in [*TINY_OVERRIDES, "finetune.mu=[0,0.0005,0.005,0.01]"]:
         args += ["--set", item]
     driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -261,7 +276,7 @@ def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path
     assert (f"base 0/1, linearize {2 - stored['linearize']}/2, finetune {8 - stored['finetune']}/8"
             in result.stdout)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = mlflow.search_runs(experiment_names=["mu_ablation"], filter_string="tags.`fairsweep.role` = 'trial'")
+    runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"], filter_string="tags.`fairsweep.role` = 'trial'")
     assert len(runs) == 8 and runs["tags.fairsweep.trial_id"].nunique() == 8 and (runs["status"] == "FINISHED").all()
 
 

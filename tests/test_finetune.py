@@ -359,6 +359,19 @@ def test_released_code_multipliers_grow_by_mu_times_the_sum_of_the_batch_violati
     assert first != pytest.approx([v / 3 for v in gammas[0]], rel=0.05)
 
 
+def test_released_code_finetunes_the_same_model_whatever_mu():
+    # the oracle of sweeps/mitigation_sources.yaml's finding: the released mitigation is CE + KD/C, bit for bit
+    data, student, teacher = _batch_order_problem()
+    models = []
+    for mu in (0.0, 0.5):
+        model = copy.deepcopy(student)
+        history = finetune(model, copy.deepcopy(teacher), _splits(data), _released_cfg(mu), 4,
+                           torch.Generator().manual_seed(5))
+        models.append(model)
+    assert history[-1]["multiplier/g0"] > 0  # µ moved the multipliers ...
+    assert all(torch.equal(a, b) for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()))
+
+
 @pytest.mark.parametrize("mitigation", sorted(MITIGATIONS))
 def test_a_resumed_mitigated_finetune_equals_an_uninterrupted_one(tmp_path, monkeypatch, mitigation):
     data, student, teacher = _problem()

@@ -2,9 +2,11 @@
 
 
 import pytest
+import torch
 import yaml
 
-from conftest import MU_ABLATION, fairsweep_cli
+from conftest import DIGITS_MU_ABLATION, MU_ABLATION, fairsweep_cli
+from fairsweep.data import load_splits
 from fairsweep.errors import UserError
 from fairsweep.spec import OptimConfig, apply_overrides, load_spec, validate_spec
 from fairsweep.sweep.plan import make_plan
@@ -25,12 +27,33 @@ def preflight_problems(raw) -> str:
     return "\n".join(info.value.problems)
 
 
-def test_embedded_sweep_is_valid_and_has_the_issue_grid():
+def test_embedded_sweeps_are_valid_and_have_the_issue_grid():
     spec = load_spec(MU_ABLATION)
-    assert spec.data.dataset == "digits" and spec.linearize.method == "snl"
-    assert spec.sweep.grid == {"seed": [0, 1, 2], "linearize.budget": [0.01, 0.03, 0.1],
-                               "finetune.mu": [0.0, 0.0005, 0.005, 0.01]}
-    assert all(0 < b < 1 for b in spec.sweep.grid["linearize.budget"])  # fractions of the model's ReLUs
+    assert (spec.data.dataset, spec.data.target, spec.data.group) == ("glyphs", "shape", "style")
+    assert spec.linearize.method == "snl"
+    grid = spec.sweep.grid
+    assert list(grid) == ["seed", "linearize.budget", "finetune.mu"]
+    assert [len(v) for v in grid.values()] == [3, 3, 4] and grid["finetune.mu"][0] == 0.0
+    assert all(0 < b < 1 for b in grid["linearize.budget"])  # fractions of the model's ReLUs
+    for seed in grid["seed"]:  # enough minority test samples that a group's accuracy is not coarse
+        test = load_splits(spec.data, seed).test
+        assert int(torch.bincount(test.g).min()) >= 300
+    digits = load_spec(DIGITS_MU_ABLATION)
+    assert digits.data.dataset == "digits" and [len(v) for v in digits.sweep.grid.values()] == [3, 3, 4]
+
+
+def test_mitigation_sources_runs_the_four_finetunings_on_the_ablations_linearized_models():
+    ablation, sources = load_spec(MU_ABLATION), load_spec(MU_ABLATION.with_name("mitigation_sources.yaml"))
+    mu = sources.sweep.grid["finetune.mu"]
+    assert sources.sweep.grid["finetune.mitigation"] == ["algorithm1", "released_code"]
+    assert len(mu) == 2 and mu[0] == 0.0 and mu[1] in ablation.sweep.grid["finetune.mu"]
+    assert {k: v for k, v in sources.sweep.grid.items() if k not in ("finetune.mitigation", "finetune.mu")} == \
+        {k: v for k, v in ablation.sweep.grid.items() if k != "finetune.mu"}
+    ablation_plan, sources_plan = make_plan(ablation), make_plan(sources)
+    for kind in ("base", "linearize"):  # the same stages: run after the ablation, nothing of them trains
+        assert set(sources_plan.unique_stages(kind)) == set(ablation_plan.unique_stages(kind))
+    new = set(sources_plan.unique_stages("finetune")) - set(ablation_plan.unique_stages("finetune"))
+    assert len(new) == len(sources_plan.unique_stages("finetune")) // 2  # the released code's arms only
 
 
 def test_toy2d_sweep_is_the_papers_figure_2_setting():
