@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,12 +15,29 @@ from rich.table import Table
 
 from fairsweep.errors import USER_ERROR_EXIT, UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+INTERRUPTED_EXIT = 128  # + the signal's number, as a shell reports a process a signal ended
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Reproducible sweeps on the fairness cost of ReLU linearization.")
 console = Console()
 if not console.is_terminal:  # logs and CI: wide enough that the results table does not wrap
     console = Console(width=200)
 err_console = Console(stderr=True)
+
+
+
+@app.callback(invoke_without_command=True)
+def _top(ctx: typer.Context, version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, help="print fairsweep's version and exit")] = False) -> None:
+    if version:
+        from fairsweep import __version__
+
+        console.print(f"fairsweep {__version__}", highlight=False)
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:  # bare `fairsweep`: its help, and no error
+        console.print(ctx.get_help(), highlight=False)
+        raise typer.Exit()
+
 
 SpecArg = Annotated[Path, typer.Argument(help="the sweep spec (YAML), e.g. sweeps/mu_ablation.yaml")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
@@ -63,6 +81,8 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
                       soft_wrap=True)
     for summary in data:
         console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
+    if checked.budgets:
+        console.print(checked.budget_line(), highlight=False, soft_wrap=True)
     if search is not None:
         return  # its trials, and so its stages, are known only as the search runs
     table = Table("stage", "unique", "already stored", "to run")
@@ -85,7 +105,15 @@ def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAG
         outcome = run_sweep(parsed, storage, SweepTracking.of(parsed), address=address, console=console)
     except UserError as exc:
         _fail(exc)
+    except KeyboardInterrupt:  # a second Ctrl-C (or one before the trials start)
+        err_console.print("interrupted: stopped at once; what finished is kept. Run the same command to resume.",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(INTERRUPTED_EXIT + signal.SIGINT)
     _print_outcome(parsed, outcome)
+    if outcome.interrupted is not None:
+        err_console.print(f"interrupted: {len(outcome.records)}/{len(outcome.plan.trials)} trials finished; "
+                          "run the same command to resume", highlight=False, soft_wrap=True)
+        raise typer.Exit(INTERRUPTED_EXIT + outcome.interrupted)  # 130 for SIGINT, 143 for SIGTERM
     if outcome.failed:
         raise typer.Exit(1)
 

@@ -65,6 +65,9 @@ class Tracker:
 
         # Models are saved by pickle (see log_trial), and MLflow warns about that on every model.
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        # Creating or upgrading the embedded database's tables is routine, not news for the user
+        for name in ("mlflow.store.db.utils", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         uri = absolute_uri(uri)
         mlflow.set_tracking_uri(uri)
         self.uri = uri
@@ -116,13 +119,15 @@ class Tracker:
         self.client.log_dict(run.info.run_id, spec.model_dump(mode="json"), "spec.json")
         return run.info.run_id
 
-    def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], failed: bool) -> None:
+    def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], status: str) -> None:
         from mlflow.entities import Metric
 
-        self.client.log_text(run_id, table_csv, "results.csv")
+        if table_csv:
+            self.client.log_text(run_id, table_csv, "results.csv")
         metrics = [Metric(k, float(v), _now_ms(), 0) for k, v in summary.items()]
-        self.client.log_batch(run_id, metrics=metrics)
-        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+        self.client.set_terminated(run_id, status=status)
 
     # --- trials ---------------------------------------------------------------------------
 
@@ -161,7 +166,10 @@ class Tracker:
 
         tags = {PARENT_TAG: parent_id, TRIAL_TAG: record.trial_id, ROLE_TAG: "trial"}
         tags.update({f"fairsweep.stage.{kind}": stage_id for kind, stage_id in record.stages.items()})
-        run_id = self.client.create_run(self.experiment_id, run_name=record.name, tags=tags).info.run_id
+        # the run's times are the trial's own (when it trained, for how long), not when the driver logged it
+        start_ms = int(record.timing.started * 1000)
+        run_id = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=record.name,
+                                        tags=tags).info.run_id
         spec = dict(record.spec)
         spec.pop("sweep", None)
         params = flatten(spec)
@@ -181,12 +189,14 @@ class Tracker:
                                                     pip_requirements=requirements).model_id
             now = _now_ms()
             metrics = [Metric(k, _finite_or_nan(v), now, 0, model_id=model_id) for k, v in record.metrics.items()]
+            metrics.append(Metric("trial_seconds", float(record.timing.seconds), now, 0))
             metrics.extend(Metric(k, float(v), now, 0) for k, v in group_size_metrics(record.group_sizes).items())
             for key, values in curves.items():
                 metrics.extend(Metric(key, _finite_or_nan(v), now, step) for step, v in enumerate(values))
             for start in range(0, len(metrics), 1000):
                 self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
             self.client.log_dict(run_id, record.to_json(), "trial.json")
+        self.client.set_terminated(run_id, "FINISHED", end_time=start_ms + int(record.timing.seconds * 1000))
         return run_id
 
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
@@ -252,8 +262,8 @@ class SweepTracking:
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         self.tracker.log_missing_metrics(run_id, metrics)
 
-    def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], failed: bool) -> None:
-        self.tracker.finish_sweep(run_id, table_csv, summary, failed)
+    def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], status: str) -> None:
+        self.tracker.finish_sweep(run_id, table_csv, summary, status)
 
 
 def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage: Path) -> str:

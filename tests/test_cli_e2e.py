@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import DIGITS_MU_ABLATION, ROOT, TINY_OVERRIDES
+from conftest import DIGITS_MU_ABLATION, ROOT, TINY_OVERRIDES, fairsweep_cli
 from ray_nodes import kill_session, start_node
 from fairsweep.data import load_splits
 from fairsweep.spec import load_spec
@@ -93,6 +93,13 @@ def test_mlflow_has_parent_and_child_runs_with_params_and_metrics(swept, monkeyp
     assert children[mitigated]["metrics.mitigation_drop_pct/5"].notna().all()
     assert children[~mitigated]["metrics.mitigation_drop_pct/5"].isna().all()
     assert len(client.get_metric_history(run_id, "mitigation_drop_pct/5")) == 1
+    # a trial's run starts when the trial did and lasts as long as it ran, not as long as its logging
+    for record in records(tmp_path):
+        run = client.get_run(children.loc[children["tags.fairsweep.trial_id"] == record["trial_id"], "run_id"].iloc[0])
+        timing = record["timing"]
+        assert run.info.start_time == int(timing["started"] * 1000)
+        assert run.info.end_time - run.info.start_time == pytest.approx(timing["seconds"] * 1000, abs=1)
+        assert run.data.metrics["trial_seconds"] == pytest.approx(timing["seconds"])
 
 
 def test_paper_figures_from_the_finished_sweep(swept):
@@ -161,6 +168,21 @@ def test_rerun_resumes_without_training_or_duplicate_runs(swept, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri("sqlite:///mlflow.db")
     assert len(mlflow.search_runs(experiment_names=["digits_mu_ablation"])) == 5
+
+
+@pytest.mark.parametrize("change", ["data.min_group_size=3", "data.root=/elsewhere"])
+def test_a_check_or_where_the_files_live_changes_no_stage(swept, change):
+    sets = [arg for item in [*TINY_OVERRIDES, change] for arg in ("--set", item)]
+    result = fairsweep_cli("validate", str(DIGITS_MU_ABLATION), "--storage", "runs", *sets, cwd=swept[0])
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("│")[1:4] for line in result.stdout.splitlines() if line.count("│") > 3]
+    assert [[cell.strip() for cell in row] for row in rows] == [["base", "1", "1"], ["linearize", "2", "2"],
+                                                                 ["finetune", "4", "4"]]
+
+
+def test_a_quiet_run_writes_nothing_to_stderr(swept):
+    first = swept[1]  # neither Ray's token-authentication notice nor MLflow's table creation
+    assert first.stderr == "", first.stderr
 
 
 def test_adding_a_mu_trains_only_the_new_finetunings(swept):
@@ -278,6 +300,49 @@ def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"], filter_string="tags.`fairsweep.role` = 'trial'")
     assert len(runs) == 8 and runs["tags.fairsweep.trial_id"].nunique() == 8 and (runs["status"] == "FINISHED").all()
+
+
+@pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_an_interrupted_sweep_says_so_keeps_what_finished_and_resumes_to_the_same_results(
+        tmp_path, swept, signum, to_group):
+    """Ctrl-C in a terminal signals the whole process group (the driver and the Ray processes it started);
+    SIGTERM comes to the driver alone. Either stops the sweep, exit 128 + the signal, the sweep's run KILLED."""
+    args = [sys.executable, "-m", "fairsweep", "run", str(DIGITS_MU_ABLATION), "--storage", "runs"]
+    for item in TINY_OVERRIDES:
+        args += ["--set", item]
+    driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    lines = []
+    try:
+        for line in driver.stdout:  # interrupt as soon as the first trial has been logged
+            lines.append(line)
+            if line.startswith("[1/4]"):
+                break
+        os.killpg(driver.pid, signum) if to_group else driver.send_signal(signum)
+        out, _ = driver.communicate(timeout=120)
+    finally:
+        kill_session(driver.pid)
+    out = "".join(lines) + out
+    assert driver.returncode == 128 + signum, out
+    finished = int(re.search(r"interrupted: (\d)/4 trials finished; run the same command to resume", out).group(1))
+    assert 1 <= finished < 4, out
+    assert "Traceback" not in out and "FileNotFoundError" not in out and "result.json" not in out, out
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"])
+    assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["KILLED"]
+    assert len(records(tmp_path)) == finished == (runs["tags.fairsweep.role"] == "trial").sum()
+
+    rerun = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"4/4 trials finished ({finished} from earlier runs)" in rerun.stdout
+    # the same trials as the uninterrupted fixture sweep's, with the same metrics
+    def metrics(path, ids):  # as text: NaN equals NaN
+        return json.dumps({r["trial_id"]: r["metrics"] for r in records(path) if r["trial_id"] in ids}, sort_keys=True)
+
+    ids = {r["trial_id"] for r in records(tmp_path)}
+    assert len(ids) == 4 and metrics(tmp_path, ids) == metrics(swept[0], ids)
+    runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"])
+    assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["FINISHED"]
 
 
 def test_toy2d_sweep_and_its_figure_2(tmp_path):

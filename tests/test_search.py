@@ -67,7 +67,7 @@ def problems(raw) -> str:
      "`sweep.search.space.finetune.mu` value -1.0: input should be greater than or equal to 0"),
     ({"space": {"seed": {"type": "int", "low": 0, "high": 3}}}, "seeds are not searched"),
     ({"space": {"linearize.budget": {"type": "float", "low": 100, "high": 2000}}},
-     "must be a whole number of ReLUs"),  # inside the range: a float budget above 1 is not whole
+     "100.0 reads as a fraction of the ReLUs, which is below 1, or as a count of 100 ReLUs"),  # search counts as int
     ({"objectives": {"acc": "max", "drop_gap": "min"}},
      "unknown objective metric `drop_gap` (did you mean `drop_gap_pct`?)"),
     ({"sampler": "cmaes"}, "`sweep.search.sampler`: input should be 'tpe', 'nsga2' or 'random'"),

@@ -58,7 +58,7 @@ def test_mitigation_sources_runs_the_four_finetunings_on_the_ablations_linearize
 
 def test_toy2d_sweep_is_the_papers_figure_2_setting():
     from fairsweep.linearize import count_relus, resolve_budget
-    from fairsweep.sweep.trial import build_model
+    from fairsweep.sweep.plan import base_model_args
 
     spec = load_spec(MU_ABLATION.with_name("toy2d.yaml"))
     assert spec.data.dataset == "toy2d" and spec.model.arch == "mlp"
@@ -68,7 +68,7 @@ def test_toy2d_sweep_is_the_papers_figure_2_setting():
     recipe = set(OptimConfig.model_fields) - {"batch_size"}
     assert spec.finetune.model_dump(include=recipe) == spec.base.model_dump(include=recipe)
     assert (spec.finetune.batch_size or spec.data.batch_size) == (spec.base.batch_size or spec.data.batch_size)
-    relus = count_relus(build_model(spec, 2, (2,)), (2,)).total
+    relus = count_relus(base_model_args(spec, 2, 2).build(), (2,)).total
     assert relus == 2 * spec.model.width and resolve_budget(spec.linearize.budget, relus) == spec.model.width
     assert spec.diagnostics.hessian and spec.diagnostics.bound  # on in the embedded sweeps
     assert load_spec(MU_ABLATION).diagnostics.bound
@@ -94,9 +94,12 @@ def test_wrong_type(tiny_raw):
 
 @pytest.mark.parametrize("key,value,expect", [
     (("finetune", "mu"), -0.1, "greater than or equal to 0"),
-    (("linearize", "budget"), 0, "greater than 0"),
-    (("linearize", "budget"), -5, "greater than 0"),
-    (("linearize", "budget"), 150.5, "whole number of ReLUs"),
+    (("linearize", "budget"), 0, "neither a fraction of the ReLUs (above 0, below 1, e.g. 0.05) nor a count"),
+    (("linearize", "budget"), -5, "neither a fraction"),
+    (("linearize", "budget"), 150.5, "or as no count (a count is a whole number)"),
+    # a float from 1 reads two ways: the error names both
+    (("linearize", "budget"), 1.0, "reads as a fraction of the ReLUs, which is below 1, or as a count of 1 ReLU"),
+    (("linearize", "budget"), 2.0, "or as a count of 2 ReLUs (write 2)"),
 ])
 def test_out_of_range(tiny_raw, key, value, expect):
     tiny_raw[key[0]][key[1]] = value
@@ -239,6 +242,15 @@ def test_cli_unknown_mitigation_is_one_paragraph_and_status_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_cli_version_and_bare_command(tmp_path):
+    from fairsweep import __version__
+
+    version = cli("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"fairsweep {__version__}"
+    bare = cli(cwd=tmp_path)
+    assert bare.returncode == 0 and "Usage:" in bare.stdout and "run" in bare.stdout and "validate" in bare.stdout
+
+
 def test_cli_missing_spec_file(tmp_path):
     result = cli("run", "nope.yaml", cwd=tmp_path)
     assert result.returncode == 2 and "spec file not found: nope.yaml" in result.stderr
@@ -252,10 +264,33 @@ def test_cli_budget_in_grid_above_relu_count(tmp_path, tiny_raw):
     assert "got 5000" in result.stderr
 
 
+def test_a_budget_is_a_fraction_below_1_or_a_whole_count_and_survives_a_round_trip(tiny_raw):
+    for budget, kind in ((0.05, float), (300, int)):
+        tiny_raw["linearize"]["budget"] = budget
+        spec = validate_spec(tiny_raw)
+        assert type(spec.linearize.budget) is kind  # a count stays a count through the workers' JSON
+        assert validate_spec(spec.model_dump(mode="json")).linearize.budget == budget
+
+
+def test_a_single_set_value_is_named_as_written_and_another_keys_typo_is_reported_once(tmp_path):
+    result = cli("validate", str(MU_ABLATION), "--set", "finetune.mu=-0.1", "--set", "finetune.muu=0.1",
+                 "--set", "linearize.budget=2.0", cwd=tmp_path)
+    assert result.returncode == 2
+    paragraphs = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert sorted(paragraphs) == sorted([
+        "error: unknown key `finetune.muu` (did you mean `mu`?). Valid keys here: batch_size, epochs, from_scratch, "
+        "lr, mitigation, momentum, mu, optimizer, schedule, select, step_every, step_gamma, temperature, weight_decay.",
+        "error: `--set finetune.mu=-0.1`: input should be greater than or equal to 0.",
+        "error: `--set linearize.budget=2.0`: 2.0 reads as a fraction of the ReLUs, which is below 1, or as a count "
+        "of 2 ReLUs (write 2); write a fraction below 1 (e.g. 0.05) or a whole count without a decimal point "
+        "(e.g. 2048)."])
+
+
 def test_cli_validate_prints_the_plan(tmp_path):
     result = cli("validate", str(MU_ABLATION), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "36 trials" in result.stdout
+    assert "budgets: 0.2 → 1,229 of 6,144 ReLUs, 0.3 → 1,843 of 6,144 ReLUs, 0.6 → 3,686 of 6,144 ReLUs" in result.stdout
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
     assert "│ 3 " in lines["base"] and "│ 9 " in lines["linearize"] and "│ 36 " in lines["finetune"]
 

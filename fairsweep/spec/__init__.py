@@ -12,6 +12,7 @@ bad value and what is accepted; all of a spec's mistakes are reported together, 
 from __future__ import annotations
 
 import copy
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,19 @@ __all__ = ["LINEARIZATION_METHODS", "OBJECTIVE_METRICS", "BaseConfig", "CsvConfi
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     raw = read_yaml(path)
     raw = apply_overrides(raw, overrides)
-    return validate_spec(raw)
+    try:
+        return validate_spec(raw)
+    except UserError as exc:  # a single `--set` value is the user's, not "a grid value"
+        raise UserError([_as_written(problem, overrides) for problem in exc.problems]) from None
+
+
+def _as_written(problem: str, overrides: list[str] | tuple[str, ...]) -> str:
+    """`problem` naming the `--set KEY=VALUE` the user wrote where it names the grid entry it became."""
+    for item in overrides:
+        key, _, text = item.partition("=")
+        if not text.strip().startswith("["):
+            problem = re.sub(rf"^`sweep\.grid\.{re.escape(key.strip())}` value [^:]*: ", f"`--set {item}`: ", problem)
+    return problem
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -170,8 +183,9 @@ def _value_problems(raw: dict, label: str, key: str, values: list[Any]) -> list[
         try:
             Spec.model_validate(trial)
         except ValidationError as exc:
-            for err in exc.errors():
-                if ".".join(str(p) for p in err["loc"]).startswith(key):
+            for err in exc.errors():  # only the value's own: another key's mistake is reported at that key
+                where = ".".join(str(p) for p in err["loc"] if not _is_union_branch(p))
+                if where == key or where.startswith(key + "."):
                     problems.append(f"`{label}` value {value!r}: {_reason(err)}.")
     return problems
 

@@ -163,8 +163,9 @@ class LinearizeConfig(Section):
     section (`snl`, `deepreduce`, `random`), and only the chosen method's are part of what it computes."""
 
     method: str = Field(default="snl", description="snl, deepreduce or random")
-    budget: float = Field(default=0.1, gt=0, description="below 1: a fraction of the model's ReLUs; from 1: a "
-                                                         "count (a whole number)")
+    budget: int | float = Field(default=0.1, description="a fraction of the model's ReLUs (above 0, below 1, "
+                                                         "e.g. 0.05) or a count (a whole number from 1, written "
+                                                         "without a decimal point, e.g. 2048)")
     snl: SNLConfig = Field(default=SNLConfig(), description="SNL's options")
     deepreduce: DeepReduceConfig = Field(default=DeepReduceConfig(), description="DeepReDuce's options")
     random: RandomConfig = Field(default=RandomConfig(), description="random linearization (no options)")
@@ -176,11 +177,22 @@ class LinearizeConfig(Section):
             raise ValueError(errors.unknown_name("linearization method", name, LINEARIZATION_METHODS))
         return name
 
-    @field_validator("budget")
+    @field_validator("budget", mode="before")
     @classmethod
-    def _whole_count(cls, budget: float) -> float:
-        if budget >= 1 and budget != int(budget):
-            raise ValueError(f"an absolute budget (>= 1) must be a whole number of ReLUs, got {budget!r}")
+    def _fraction_or_count(cls, budget):
+        """A budget reads one way only: a float below 1 is a fraction, an integer a count."""
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+            raise ValueError(f"{budget!r} is not a number: write a fraction of the ReLUs (above 0, below 1, e.g. "
+                             "0.05) or a count (a whole number from 1, e.g. 2048)")
+        if isinstance(budget, float) and budget >= 1:
+            relus = "ReLU" if budget == 1 else "ReLUs"
+            whole = f"a count of {int(budget)} {relus} (write {int(budget)})" if budget == int(budget) else \
+                "no count (a count is a whole number)"
+            raise ValueError(f"{budget!r} reads as a fraction of the ReLUs, which is below 1, or as {whole}; write "
+                             "a fraction below 1 (e.g. 0.05) or a whole count without a decimal point (e.g. 2048)")
+        if budget <= 0:
+            raise ValueError(f"{budget!r} is neither a fraction of the ReLUs (above 0, below 1, e.g. 0.05) nor a "
+                             "count (a whole number from 1, e.g. 2048)")
         return budget
 
     @property

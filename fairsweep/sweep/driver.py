@@ -36,6 +36,7 @@ class SweepOutcome:
     skipped: int = 0  # trials already finished before this invocation
     parent_run_id: str = ""
     seconds: float = 0.0
+    interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the sweep before its end
     names: dict[str, str] = field(default_factory=dict)  # trial id -> name, of every trial the sweep met
 
     def failed_names(self) -> dict[str, str]:
@@ -57,8 +58,9 @@ class Tracking(Protocol):
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Add metrics known only once other trials finished, leaving out those the run has."""
 
-    def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], failed: bool) -> None:
-        """The results table and the sweep's summary numbers; the run ends FINISHED or FAILED."""
+    def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], status: str) -> None:
+        """The results table and the sweep's summary numbers; the run ends with `status` (FINISHED,
+        FAILED, or KILLED for an interrupted sweep)."""
 
 
 class SweepDriver:
@@ -181,6 +183,9 @@ def plain_kd_twin(trial: Trial) -> Trial | None:
 
 def run_sweep(spec: Spec, storage: Path, tracking: Tracking, address: str | None = None, console=None
               ) -> SweepOutcome:
+    """Run `spec`'s trials on Ray (local, or the cluster at `address`), their stages in `storage`, each
+    finished trial logged by `tracking`. SIGINT or SIGTERM once stops the sweep (what finished is kept
+    and logged; `outcome.interrupted` says which signal); twice, at once (KeyboardInterrupt)."""
     started = time.time()
     storage = Path(storage).expanduser().resolve()
     with RaySession(address or spec.resources.address) as ray:
@@ -196,13 +201,15 @@ def run_sweep(spec: Spec, storage: Path, tracking: Tracking, address: str | None
         if console is not None:
             for summary in checked.data:
                 console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
+            if checked.budgets:
+                console.print(checked.budget_line(), highlight=False, soft_wrap=True)
         return _run(spec, plan, storage, tracking, console, started, ray, checked.digests)
 
 
 def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, started: float, ray: RaySession,
          digests) -> SweepOutcome:
     # Ray Tune's import takes seconds: only a sweep with trials to run needs it
-    from fairsweep.sweep.tune_backend import PlanSearcher, driver_callback, run_tune
+    from fairsweep.sweep.tune_backend import Interrupt, PlanSearcher, driver_callback, run_tune
 
     search = spec.sweep.search
     num_trials = len(plan.trials) if search is None else search.n_trials * search.seeds_per_trial
@@ -230,16 +237,22 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
         driver.progress = Progress(study.total_trials, already_done=driver.outcome.skipped, console=console,
                                    objectives=search.objectives)
         searcher = study if study.has_work else None
+    interrupt = Interrupt(on_first=lambda signum: driver.progress.interrupted(signum))
     if searcher is not None:
         ray.connect()
         # Tune waits for its callbacks before it starts the next trial: log on a thread of its own instead
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairsweep-logging") as logging_thread:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairsweep-logging") as logging_thread, \
+                interrupt:
             logged_futures = []
             callback = driver_callback(driver.started,
                                        lambda trial_id: logged_futures.append(logging_thread.submit(driver.completed,
                                                                                                     trial_id)),
                                        driver.errored)
-            failures = run_tune(spec, storage, searcher, callback)
+            try:
+                failures = run_tune(spec, storage, searcher, callback, interrupt)
+            except KeyboardInterrupt:  # the second signal: stop at once, the sweep's run says so
+                tracking.finish_sweep(parent, "", {}, status="KILLED")
+                raise
         for future in logged_futures:  # every finished trial is logged by now; an error in logging one is raised here
             future.result()
         for trial_id, error in failures.items():
@@ -251,10 +264,11 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
     driver.add_mitigation_effects()
     outcome = driver.outcome
     outcome.seconds = time.time() - started
+    outcome.interrupted = interrupt.signum
     table = results_table(records_frame(outcome.records.values(), spec.sweep.varied_keys), spec.sweep.varied_keys)
     summary = {"trials_finished": len(outcome.records), "trials_failed": len(outcome.failed),
                "wall_seconds": outcome.seconds, "lock_wait_seconds": outcome.lock_wait}
     summary.update({f"stages_trained/{k}": v for k, v in outcome.trained.items()})
-    tracking.finish_sweep(parent, table.to_csv(index=False) if table is not None else "", summary,
-                          failed=bool(outcome.failed))
+    status = "KILLED" if outcome.interrupted is not None else "FAILED" if outcome.failed else "FINISHED"
+    tracking.finish_sweep(parent, table.to_csv(index=False) if table is not None else "", summary, status)
     return outcome

@@ -10,7 +10,7 @@ A problem is named at the key the user wrote (`sweep.grid.model.arch` for a grid
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,10 @@ class Checked:
     plan: Plan  # the grid's trials; a search's probe trials
     data: list[DataSummary]
     digests: Any  # `ContentDigests`: each data configuration's content digest, for the trials still to come
+    budgets: list[str] = field(default_factory=list)  # each budget as the ReLU count it resolves to
+
+    def budget_line(self) -> str:
+        return "budgets: " + ", ".join(self.budgets) if self.budgets else ""
 
 
 def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | None, where: str = "this machine",
@@ -69,7 +73,11 @@ def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | No
         plan = make_plan(spec, digests)
     else:
         plan = Plan(spec, [Trial.of(spec, p, digests) for p in points])
-    return Checked(plan, check_plan(plan, resources, where, storage), digests)
+    budgets: dict[tuple[str, Any], tuple[int, int]] = {}
+    data = check_plan(plan, resources, where, storage, budgets)
+    lines = [f"{budget!r} → {count:,} of {total:,} ReLUs" + (f" ({arch})" if len({a for a, _ in budgets}) > 1 else "")
+             for (arch, budget), (count, total) in budgets.items()]
+    return Checked(plan, data, digests, lines)
 
 
 def check_spec(spec: Spec, points: list[dict[str, Any]], varied: str = "sweep.grid") -> None:
@@ -93,7 +101,7 @@ def check_spec(spec: Spec, points: list[dict[str, Any]], varied: str = "sweep.gr
 
 
 def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "this machine",
-               storage: Path | None = None) -> list[DataSummary]:
+               storage: Path | None = None, budgets: dict | None = None) -> list[DataSummary]:
     """The checks that need the data: group sizes, the architecture against the inputs, budgets against the
     model's ReLUs, and (unless `resources` is None) whether Ray can ever schedule a trial.
 
@@ -101,7 +109,8 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
     decoded into the cache under `storage` (if given) once, before any trial needs them (kept even if
     the plan has problems: decoding is the expensive part). Once the plan has none, each configuration
     is split with every seed of the plan, checked, and cached there too, so that the trials' workers
-    never compute a split. Returns what was seen of each data configuration (split with its first seed)."""
+    never compute a split. Returns what was seen of each data configuration (split with its first seed);
+    `budgets`, if given, receives (architecture, budget) -> (ReLU count, the model's ReLUs) of every trial."""
     problems = resource_problems(plan.spec, resources, where)
     cache = DataCache(StageStore(storage).data_cache) if storage is not None else None
     summaries: dict[str, DataSummary | None] = {}
@@ -134,6 +143,8 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
                 problems.extend(exc.problems)
     if problems:
         raise UserError(list(dict.fromkeys(problems)))
+    if budgets is not None:
+        budgets.update(counts.get("budgets", {}))
     return [summary for summary in summaries.values() if summary is not None]
 
 
@@ -175,6 +186,7 @@ def model_problems(spec: Spec, input_shape: tuple[int, ...], num_classes: int, b
     total = cache[model_key]
     lin = spec.linearize
     budget = resolve_budget(lin.budget, total)
+    cache.setdefault("budgets", {})[(args.arch, lin.budget)] = (budget, total)
     if budget > total:
         return [errors.BUDGET_RANGE.format(key=budget_key, total=total, value=lin.budget)]
     if lin.method != "deepreduce":

@@ -36,7 +36,7 @@ class Progress:
             self._task = self._bar.add_task("sweep", total=total, completed=already_done)
             self._live = Live(Group(self._bar, _StatusLines(self)), console=self.console, refresh_per_second=4)
             self._live.start()
-        elif already_done:
+        elif 0 < already_done < total:
             self.console.print(f"{already_done}/{total} trials already finished; resuming")
 
     @property
@@ -62,6 +62,15 @@ class Progress:
     def _refresh(self) -> None:
         if self._live is not None:
             self._bar.update(self._task, completed=self.done + self.failed)
+
+    def interrupted(self, signum: int) -> None:
+        """The first SIGINT or SIGTERM: say what happens now and how to stop at once."""
+        import signal
+
+        name = signal.Signals(signum).name
+        self.console.print(f"{name}: stopping the sweep: no more trials start, running ones stop (their stages "
+                           f"resume from their last epoch checkpoint), finished ones are kept ({name} again stops at once)", highlight=False,
+                           soft_wrap=True)
 
     def trial_started(self) -> None:
         self.running += 1

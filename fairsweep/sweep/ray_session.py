@@ -24,6 +24,8 @@ def ray_environment() -> None:
     # the trials train); the trial records and MLflow hold the results. The Tune backend adds back the
     # JSON one, from which Tune's result grid reads each trial's last result.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # A local Ray turns token authentication on and says so at every start; it stays on, unsaid
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
 def local_resources() -> dict[str, float]:

@@ -6,8 +6,11 @@ callback, and the Tuner. Grid and search share this one path: a searcher hands o
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -97,9 +100,64 @@ def driver_callback(on_start: Callable[[str], None], on_complete: Callable[[str]
     return DriverCallback()
 
 
-def run_tune(spec: Spec, storage: Path, searcher: Searcher, callback) -> dict[str, str]:
-    """Run the trials `searcher` hands out on the connected Ray, until it is finished. Returns the errors
-    of the trials that failed, by fairsweep trial id."""
+class Interrupt:
+    """SIGINT (Ctrl-C) or SIGTERM during a sweep. The first stops it: Tune hands out no more trials and
+    stops the running ones (their stages resume from their last epoch checkpoint next time); the
+    second raises KeyboardInterrupt at once. `signum` is the first signal's number, None if none came.
+    Tune's own SIGINT handler is off meanwhile: it would stop the sweep without saying so."""
+
+    def __init__(self, on_first: Callable[[int], None] | None = None):
+        self.signum: int | None = None
+        self.on_first = on_first
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Interrupt:
+        self._tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        if self._tune_handler is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._tune_handler
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        if self.on_first is not None:
+            self.on_first(signum)
+
+    def stopper(self):
+        """A Tune stopper that ends the experiment once a signal has come."""
+        from ray.tune.stopper import NoopStopper, Stopper
+
+        interrupt = self
+
+        class InterruptStopper(Stopper):
+            def __call__(self, trial_id, result) -> bool:
+                return False
+
+            def stop_all(self) -> bool:
+                return interrupt.signum is not None
+
+            def __reduce__(self):  # Tune pickles its run config; the driver's state stays behind
+                return (NoopStopper, ())
+
+        return InterruptStopper()
+
+
+def run_tune(spec: Spec, storage: Path, searcher: Searcher, callback, interrupt: Interrupt | None = None
+             ) -> dict[str, str]:
+    """Run the trials `searcher` hands out on the connected Ray, until it is finished or `interrupt` has
+    come. Returns the errors of the trials that failed, by fairsweep trial id (a trial stopped by the
+    interrupt has not failed)."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
@@ -118,13 +176,22 @@ def run_tune(spec: Spec, storage: Path, searcher: Searcher, callback) -> dict[st
             storage_path=str(storage / "tune"),
             failure_config=tune.FailureConfig(max_failures=res.max_failures),
             callbacks=[callback, JsonLoggerCallback()],
+            stop=interrupt.stopper() if interrupt is not None else None,
             verbose=0,
         ),
     )
+    # a trial stopped by an interrupt has no result files: Tune warns of each, of nothing a user acts on
+    quiet = logging.getLogger("ray.tune")
+    level = quiet.level
+    if interrupt is not None:
+        quiet.setLevel(logging.ERROR)
     failures = {}
-    for result in tuner.fit():
-        if result.error is not None:
-            # a trial that failed before its trainable started has no config in its result
-            trial_id = (result.config or {}).get("trial_id")
-            failures[trial_id or f"<trial {len(failures)}>"] = one_line(result.error)
+    try:
+        for result in tuner.fit():
+            if result.error is not None:
+                # a trial that failed before its trainable started has no config in its result
+                trial_id = (result.config or {}).get("trial_id")
+                failures[trial_id or f"<trial {len(failures)}>"] = one_line(result.error)
+    finally:
+        quiet.setLevel(level)
     return failures
