@@ -98,10 +98,12 @@ def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAG
     """Run a sweep; re-running the same command resumes it."""
     from fairsweep.spec import load_spec
     from fairsweep.sweep.driver import run_sweep
-    from fairsweep.tracking import SweepTracking
+    from fairsweep.tracking import SweepTracking, tracking_problems
 
     try:
         parsed = load_spec(spec, set_ or [])
+        if problems := tracking_problems(parsed.tracking.uri):
+            raise UserError(problems)
         outcome = run_sweep(parsed, storage, SweepTracking.of(parsed), address=address, console=console)
     except UserError as exc:
         _fail(exc)

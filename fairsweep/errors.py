@@ -25,6 +25,13 @@ UNKNOWN_KEY = "unknown key `{key}`{hint}. Valid keys here: {valid}."
 UNKNOWN_NAME = "unknown {what} `{name}`{hint}. Available: {valid}."
 BAD_VALUE = "`{key}`: {reason}, got {value!r}."
 SPEC_NOT_FOUND = "spec file not found: {path} (looked at {resolved})."
+SPEC_IS_DIRECTORY = "{path} is a directory, not a spec file; the specs in it: {specs}."
+STORAGE_NOT_USABLE = ("`--storage {path}`: {reason}; name a directory this process can write (it is created if "
+                      "missing), e.g. --storage fairsweep-runs.")
+TRACKING_UNREACHABLE = ("`tracking.uri` {uri}: {reason}. Start the tracking server (`mlflow server --port {port}`), "
+                        "or log to a local database with --set tracking.uri=sqlite:///mlflow.db.")
+TRACKING_NOT_WRITABLE = ("`tracking.uri` {uri}: {reason}; use a database path in a directory this process can "
+                         "write, e.g. --set tracking.uri=sqlite:///mlflow.db.")
 SPEC_NOT_YAML = "spec file {path} is not valid YAML: {reason}"
 SPEC_NOT_MAPPING = "spec file {path} must hold a mapping of sections (data, model, ...), got {kind}."
 GRID_AND_SEARCH = ("a sweep has either a `grid` (every combination of values) or a `search` (Optuna), not both; "
@@ -116,3 +123,18 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def unknown_name(what: str, name: str, choices: Iterable[str]) -> str:
     choices = sorted(choices)
     return UNKNOWN_NAME.format(what=what, name=name, hint=did_you_mean(name, choices), valid=", ".join(choices))
+
+
+def unwritable(folder) -> str | None:
+    """Why this process cannot write files in `folder` (created if missing), or None if it can: tried,
+    since permissions alone do not tell (root, read-only mounts, /proc)."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"{folder} cannot be written ({exc.strerror or exc})"
+    return None

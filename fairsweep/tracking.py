@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fairsweep import __version__, errors
-from fairsweep.errors import UserError
+from fairsweep.errors import UserError, unwritable
 from fairsweep.metrics.values import safe_key
 from fairsweep.spec import Spec, load_spec, validate_spec
 from fairsweep.sweep.records import TrialRecord
@@ -42,6 +42,29 @@ def absolute_uri(uri: str) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
         return prefix + str(Path(uri[len(prefix):]).expanduser().resolve())
     return uri
+
+
+def tracking_problems(uri: str, timeout: float = 3.0) -> list[str]:
+    """What would make logging to `uri` fail, found in a few seconds before any training: a tracking
+    server that does not answer, a SQLite database in a directory that cannot be written."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout).close()
+        except OSError as exc:
+            reason = f"nothing answers at {parsed.hostname}:{port} ({exc.strerror or exc})"
+            return [errors.TRACKING_UNREACHABLE.format(uri=uri, reason=reason, port=port)]
+    elif uri.startswith("sqlite:///") and ":memory:" not in uri:
+        database = Path(absolute_uri(uri)[len("sqlite:///"):])
+        if database.is_dir():
+            return [errors.TRACKING_NOT_WRITABLE.format(uri=uri, reason=f"{database} is a directory")]
+        if reason := unwritable(database.parent):
+            return [errors.TRACKING_NOT_WRITABLE.format(uri=uri, reason=reason)]
+    return []
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -102,13 +102,17 @@ def test_mlflow_has_parent_and_child_runs_with_params_and_metrics(swept, monkeyp
         assert run.data.metrics["trial_seconds"] == pytest.approx(timing["seconds"])
 
 
-def test_paper_figures_from_the_finished_sweep(swept):
-    tmp_path = swept[0]
-    args = [sys.executable, str(ROOT / "analysis" / "paper_figures.py"), str(DIGITS_MU_ABLATION), "--storage", "runs",
-            "--out", "figures"]
+def analysis_script(tmp_path, script: str, *extra: str) -> subprocess.CompletedProcess:
+    """analysis/SCRIPT on the fixture's finished sweep (its spec, overrides and storage), then `extra`."""
+    args = [sys.executable, str(ROOT / "analysis" / script), str(DIGITS_MU_ABLATION), "--storage", "runs", *extra]
     for item in TINY_OVERRIDES:
         args += ["--set", item]
-    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def test_paper_figures_from_the_finished_sweep(swept):
+    tmp_path = swept[0]
+    result = analysis_script(tmp_path, "paper_figures.py", "--out", "figures")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 trials; wrote per_group.csv" in result.stdout and "logged to MLflow run" in result.stdout
     for name in ("fig3_grad_norms", "fig4_hessian", "fig6_drop", "fig9_mitigation", "bound"):
@@ -119,12 +123,7 @@ def test_paper_figures_from_the_finished_sweep(swept):
 
 
 def test_effects_script_reads_the_finished_sweep_and_fails_without_seed_spread(swept):
-    tmp_path = swept[0]
-    args = [sys.executable, str(ROOT / "analysis" / "mu_ablation_effects.py"), str(DIGITS_MU_ABLATION),
-            "--storage", "runs"]
-    for item in TINY_OVERRIDES:
-        args += ["--set", item]
-    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = analysis_script(swept[0], "mu_ablation_effects.py")
     # one seed: no std, so neither effect can be shown beyond the spread
     assert result.returncode == 1, result.stdout + result.stderr
     assert "4 finished trials" in result.stdout and "FAIL Matthew effect" in result.stdout

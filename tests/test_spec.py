@@ -300,3 +300,30 @@ def test_cli_unreachable_cluster_is_a_clear_error(tmp_path, tiny_raw):
     assert result.returncode == 2
     assert "could not connect to a Ray cluster at `127.0.0.1:1`" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_directory_as_the_spec_lists_the_specs_in_it(tmp_path):
+    result = cli("validate", str(MU_ABLATION.parent), cwd=tmp_path)
+    assert result.returncode == 2 and "is a directory, not a spec file" in result.stderr
+    assert "mu_ablation.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_storage_that_cannot_be_a_directory_is_an_error_before_any_work(tmp_path):
+    (tmp_path / "afile").write_text("")
+    for storage, reason in (("afile", "is a file, not a directory"), ("afile/runs", "cannot be written")):
+        result = cli("validate", str(MU_ABLATION), "--storage", storage, cwd=tmp_path)
+        assert result.returncode == 2 and f"`--storage {storage}`" in result.stderr and reason in result.stderr
+
+
+def test_an_unusable_tracking_store_is_an_error_before_any_work(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = cli("run", str(MU_ABLATION), "--set", f"tracking.uri=http://127.0.0.1:{port}", cwd=tmp_path)
+    assert result.returncode == 2 and f"nothing answers at 127.0.0.1:{port}" in result.stderr
+    (tmp_path / "afile").write_text("")
+    result = cli("run", str(MU_ABLATION), "--set", f"tracking.uri=sqlite:///{tmp_path}/afile/mlflow.db", cwd=tmp_path)
+    assert result.returncode == 2 and "cannot be written" in result.stderr
+    assert not (tmp_path / "fairsweep-runs").exists()  # nothing trained, nothing stored

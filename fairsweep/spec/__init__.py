@@ -59,6 +59,9 @@ def _as_written(problem: str, overrides: list[str] | tuple[str, ...]) -> str:
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path).expanduser()
+    if path.is_dir():
+        specs = ", ".join(sorted(p.name for p in path.glob("*.y*ml"))[:12]) or "none"
+        raise UserError(errors.SPEC_IS_DIRECTORY.format(path=path, specs=specs))
     if not path.is_file():
         raise UserError(errors.SPEC_NOT_FOUND.format(path=path, resolved=path.resolve()))
     try:

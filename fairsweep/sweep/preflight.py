@@ -66,6 +66,8 @@ def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | No
     """Check `spec` (its grid's trials, or `points` instead: a search's probe values) and plan it; raises
     a `UserError` with every problem found. `resources`: what Ray offers a trial (None: not checked)."""
     varied = "sweep.search.space" if spec.sweep.search is not None else "sweep.grid"
+    if storage is not None and (problems := storage_problems(storage)):
+        raise UserError(problems)
     check_spec(spec, points if points is not None else spec.grid_points(), varied)
     cache = DataCache(StageStore(storage).data_cache) if storage is not None else None
     digests = ContentDigests(file_cache=cache)
@@ -78,6 +80,15 @@ def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | No
     lines = [f"{budget!r} → {count:,} of {total:,} ReLUs" + (f" ({arch})" if len({a for a, _ in budgets}) > 1 else "")
              for (arch, budget), (count, total) in budgets.items()]
     return Checked(plan, data, digests, lines)
+
+
+def storage_problems(storage: Path) -> list[str]:
+    """The storage must be a directory this process can write (created here if missing)."""
+    path = Path(storage).expanduser()
+    if path.exists() and not path.is_dir():
+        return [errors.STORAGE_NOT_USABLE.format(path=storage, reason=f"{path} is a file, not a directory")]
+    reason = errors.unwritable(path)
+    return [errors.STORAGE_NOT_USABLE.format(path=storage, reason=reason)] if reason else []
 
 
 def check_spec(spec: Spec, points: list[dict[str, Any]], varied: str = "sweep.grid") -> None:

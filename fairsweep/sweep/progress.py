@@ -5,6 +5,7 @@ line per finished trial otherwise (CI, logs)."""
 from __future__ import annotations
 
 import math
+import signal
 import time
 
 from rich.console import Console, Group
@@ -65,8 +66,6 @@ class Progress:
 
     def interrupted(self, signum: int) -> None:
         """The first SIGINT or SIGTERM: say what happens now and how to stop at once."""
-        import signal
-
         name = signal.Signals(signum).name
         self.console.print(f"{name}: stopping the sweep: no more trials start, running ones stop (their stages "
                            f"resume from their last epoch checkpoint), finished ones are kept ({name} again stops at once)", highlight=False,

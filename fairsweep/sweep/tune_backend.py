@@ -110,6 +110,7 @@ class Interrupt:
         self.signum: int | None = None
         self.on_first = on_first
         self._previous: dict[int, object] = {}
+        self._tune_handler: str | None = None  # TUNE_DISABLE_SIGINT_HANDLER as it was
 
     def __enter__(self) -> Interrupt:
         self._tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
