@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable
 
 USER_ERROR_EXIT = 2
@@ -126,15 +127,41 @@ def unknown_name(what: str, name: str, choices: Iterable[str]) -> str:
 
 
 def unwritable(folder) -> str | None:
-    """Why this process cannot write files in `folder` (created if missing), or None if it can: tried,
-    since permissions alone do not tell (root, read-only mounts, /proc)."""
+    """Why this process could not create files in `folder` (made later if missing), or None if it could:
+    a file is tried in the folder, or in the nearest ancestor that exists, and removed; permissions alone
+    do not tell (root, read-only mounts, /proc). Nothing is left behind."""
     import tempfile
     from pathlib import Path
 
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
     try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
-        return f"{folder} cannot be written ({exc.strerror or exc})"
+        return f"{existing} cannot be written ({exc.strerror or exc})"
     return None
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxset = 2, 4, 4, 4, 4
+_SHORT.maxstring = _SHORT.maxother = 80
+
+
+class Shown:
+    """A value as a message shows it: its repr, cut short (a YAML alias bomb is megabytes of repr)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return _SHORT.repr(self.value)
+
+
+MAX_GRID_TRIALS = 100_000
+GRID_TOO_LARGE = ("`sweep.grid` makes {count:,} trials ({sizes}), more than fairsweep plans in one sweep "
+                  f"({MAX_GRID_TRIALS:,}); split it into several specs sharing one storage, or search with "
+                  "`sweep.search`.")

@@ -310,9 +310,10 @@ def test_a_directory_as_the_spec_lists_the_specs_in_it(tmp_path):
 
 def test_storage_that_cannot_be_a_directory_is_an_error_before_any_work(tmp_path):
     (tmp_path / "afile").write_text("")
-    for storage, reason in (("afile", "is a file, not a directory"), ("afile/runs", "cannot be written")):
+    for storage in ("afile", "afile/runs"):
         result = cli("validate", str(MU_ABLATION), "--storage", storage, cwd=tmp_path)
-        assert result.returncode == 2 and f"`--storage {storage}`" in result.stderr and reason in result.stderr
+        assert result.returncode == 2 and f"`--storage {storage}`" in result.stderr
+        assert "afile is a file, not a directory" in result.stderr and not (tmp_path / "afile").is_dir()
 
 
 def test_an_unusable_tracking_store_is_an_error_before_any_work(tmp_path):
@@ -325,5 +326,22 @@ def test_an_unusable_tracking_store_is_an_error_before_any_work(tmp_path):
     assert result.returncode == 2 and f"nothing answers at 127.0.0.1:{port}" in result.stderr
     (tmp_path / "afile").write_text("")
     result = cli("run", str(MU_ABLATION), "--set", f"tracking.uri=sqlite:///{tmp_path}/afile/mlflow.db", cwd=tmp_path)
-    assert result.returncode == 2 and "cannot be written" in result.stderr
+    assert result.returncode == 2 and "afile is a file, not a directory" in result.stderr
     assert not (tmp_path / "fairsweep-runs").exists()  # nothing trained, nothing stored
+
+
+def test_a_huge_value_is_shown_short_and_a_huge_grid_is_refused_before_it_is_built(tmp_path):
+    bomb = ["name: bomb", 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in "bcdefg":  # 9^7 leaves in 2 KB of YAML
+        previous = chr(ord(level) - 1)
+        bomb.append(f"{level}: &{level} [{', '.join([f'*{previous}'] * 9)}]")
+    bomb += ["finetune:", "  mu: *g"]
+    (tmp_path / "bomb.yaml").write_text("\n".join(bomb) + "\n")
+    result = cli("validate", "bomb.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and "`finetune.mu`: input should be a valid number, got [[[...]" in result.stderr
+    assert len(result.stderr) < 3000
+    result = cli("validate", str(MU_ABLATION), "--set", f"seed={list(range(100))}",
+                 "--set", f"finetune.mu={[i / 1000 for i in range(401)]}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert ("`sweep.grid` makes 120,300 trials (100 seed × 3 linearize.budget × 401 finetune.mu), more than "
+            "fairsweep plans in one sweep (100,000)") in result.stderr

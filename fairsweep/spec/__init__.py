@@ -12,6 +12,7 @@ bad value and what is accepted; all of a spec's mistakes are reported together, 
 from __future__ import annotations
 
 import copy
+import math
 import re
 import typing
 from pathlib import Path
@@ -127,7 +128,12 @@ def validate_spec(raw: dict) -> Spec:
 
 
 def _grid_problems(raw: dict, grid: dict) -> list[str]:
-    """Check each grid key exists and each of its values is valid in place of the default."""
+    """Check each grid key exists and each of its values is valid in place of the default, and that the
+    grid is not too large to plan (checked before any trial is built)."""
+    sizes = {key: len(values) for key, values in grid.items() if isinstance(values, list)}
+    if math.prod(sizes.values()) > errors.MAX_GRID_TRIALS:
+        return [errors.GRID_TOO_LARGE.format(count=math.prod(sizes.values()),
+                                             sizes=" × ".join(f"{n} {key}" for key, n in sizes.items()))]
     problems = []
     for key, values in grid.items():
         key_problem = _varied_key_problem("grid", key)
@@ -136,7 +142,7 @@ def _grid_problems(raw: dict, grid: dict) -> list[str]:
             continue
         if not isinstance(values, list) or not values:
             problems.append(errors.BAD_VALUE.format(key=f"sweep.grid.{key}", reason="expected a non-empty list",
-                                                    value=values))
+                                                    value=errors.Shown(values)))
             continue
         problems.extend(_value_problems(raw, f"sweep.grid.{key}", key, values))
     return problems
@@ -189,7 +195,7 @@ def _value_problems(raw: dict, label: str, key: str, values: list[Any]) -> list[
             for err in exc.errors():  # only the value's own: another key's mistake is reported at that key
                 where = ".".join(str(p) for p in err["loc"] if not _is_union_branch(p))
                 if where == key or where.startswith(key + "."):
-                    problems.append(f"`{label}` value {value!r}: {_reason(err)}.")
+                    problems.append(f"`{label}` value {errors.Shown(value)!r}: {_reason(err)}.")
     return problems
 
 
@@ -203,7 +209,8 @@ def _paragraphs(exc: ValidationError) -> list[str]:
         elif err["type"] == "missing":
             out.append(f"`{key}` is required.")
         else:
-            out.append(errors.BAD_VALUE.format(key=key or "spec", reason=_reason(err), value=err.get("input")))
+            out.append(errors.BAD_VALUE.format(key=key or "spec", reason=_reason(err),
+                                               value=errors.Shown(err.get("input"))))
     return out
 
 

@@ -67,9 +67,10 @@ class Progress:
     def interrupted(self, signum: int) -> None:
         """The first SIGINT or SIGTERM: say what happens now and how to stop at once."""
         name = signal.Signals(signum).name
+        again = "Ctrl-C again" if signum == signal.SIGINT else f"{name} again"
         self.console.print(f"{name}: stopping the sweep: no more trials start, running ones stop (their stages "
-                           f"resume from their last epoch checkpoint), finished ones are kept ({name} again stops at once)", highlight=False,
-                           soft_wrap=True)
+                           f"resume from their last epoch checkpoint), finished ones are kept ({again} stops at "
+                           "once)", highlight=False, soft_wrap=True)
 
     def trial_started(self) -> None:
         self.running += 1
