@@ -251,6 +251,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
             try:
                 failures = run_tune(spec, storage, searcher, callback, interrupt)
             except KeyboardInterrupt:  # the second signal: stop at once, the sweep's run says so
+                driver.progress.close()
                 tracking.finish_sweep(parent, "", {}, status="KILLED")
                 raise
         for future in logged_futures:  # every finished trial is logged by now; an error in logging one is raised here
