@@ -32,6 +32,9 @@ PARENT_TAG = "mlflow.parentRunId"
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+RUNS_PAGE = 1000  # runs per MLflow search (a server caps a page; more are fetched page by page)
+
+
 def absolute_uri(uri: str) -> str:
     """A relative SQLite store (`sqlite:///mlflow.db`) made absolute against the working directory now.
 
@@ -157,9 +160,7 @@ class Tracker:
     def finished_trials(self, parent_id: str) -> dict[str, str]:
         """trial id -> run id of the finished child runs; unfinished ones (a killed driver's) are deleted."""
         done: dict[str, str] = {}
-        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
-                                       max_results=50_000)
-        for run in runs:
+        for run in self.child_runs(parent_id):
             trial_id = run.data.tags.get(TRIAL_TAG)
             if run.info.status == "FINISHED" and trial_id and trial_id not in done:
                 done[trial_id] = run.info.run_id
@@ -169,10 +170,20 @@ class Tracker:
 
     def trial_runs(self, parent_id: str) -> list[dict]:
         """The finished trial runs of a sweep: {"run_id", "params", "metrics"} each."""
-        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
-                                       max_results=50_000)
-        return [{"run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics} for run in runs
+        return [{"run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics}
+                for run in self.child_runs(parent_id)
                 if run.info.status == "FINISHED" and run.data.tags.get(ROLE_TAG) == "trial"]
+
+    def child_runs(self, parent_id: str, page: int = RUNS_PAGE) -> list:
+        """Every run of the sweep `parent_id`, page by page: one search returns at most one page."""
+        runs, token = [], None
+        while True:
+            found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                                            max_results=page, page_token=token)
+            runs.extend(found)
+            token = found.token
+            if not token:
+                return runs
 
     def log_front(self, run_id: str, hypervolume: float, front_csv: str, summary: dict, plot) -> None:
         """A sweep's Pareto front on its parent run: the hypervolume (a metric), the front (CSV), its

@@ -1,0 +1,21 @@
+"""The MLflow side on its own: a sweep's runs are read page by page, so none is lost past one page."""
+
+from fairsweep.tracking import PARENT_TAG, ROLE_TAG, TRIAL_TAG, Tracker
+
+
+def test_child_runs_are_read_past_one_page_and_only_finished_trials_count(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "paging")
+    parent = tracker.client.create_run(tracker.experiment_id, tags={ROLE_TAG: "sweep"}).info.run_id
+    children = []
+    for i in range(5):
+        run = tracker.client.create_run(tracker.experiment_id, tags={PARENT_TAG: parent, ROLE_TAG: "trial",
+                                                                     TRIAL_TAG: f"trial-{i}"})
+        children.append(run.info.run_id)
+        if i < 4:  # the last one is left RUNNING, as a killed driver leaves it
+            tracker.client.set_terminated(run.info.run_id, "FINISHED")
+    assert sorted(r.info.run_id for r in tracker.child_runs(parent, page=2)) == sorted(children)
+    assert len(tracker.client.search_runs([tracker.experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'",
+                                          max_results=2)) == 2  # what one page would have given
+    done = tracker.finished_trials(parent)
+    assert done == {f"trial-{i}": children[i] for i in range(4)}
+    assert tracker.client.get_run(children[4]).info.lifecycle_stage == "deleted"
