@@ -237,32 +237,42 @@ def pareto(
     except UserError as exc:
         _fail(exc)
     name = sweep.spec.name
+    numbered = front.numbered()
+    points = int(numbered["point"].max()) if len(numbered) else 0
     path = plot_front(front, axes["x"], axes["y"], axes["color"], plot or Path(f"{name}-pareto.png"),
-                      f"{name}: {int(front.on_front.sum())} non-dominated of {len(front.table)}")
-    rows = front.front.assign(run_ids=front.front["run_ids"].map(" ".join))
+                      f"{name}: {_count(points, 'non-dominated point')} ({_count(len(numbered), 'configuration')}) "
+                      f"of {len(front.table)}")
+    rows = numbered.assign(run_ids=numbered["run_ids"].map(" ".join))
     reference_text = ", ".join(f"{m}={v:.6g}" for m, v in zip(names, front.reference))
     summary = {"objectives": objectives, "reference": dict(zip(names, front.reference.tolist())),
                "hypervolume": front.hypervolume, "configurations": len(front.table), "sweep_run_id": sweep.parent_run_id,
                "plot": str(path.resolve())}
     sweep.tracker.log_front(sweep.parent_run_id, front.hypervolume, rows.to_csv(index=False), summary, path)
     if fmt == "json":
-        summary["front"] = json.loads(front.front.to_json(orient="records", double_precision=15))
+        summary["front"] = json.loads(numbered.to_json(orient="records", double_precision=15))
         typer.echo(json.dumps(summary, indent=1))
         return
     if fmt == "csv":
         typer.echo(rows.to_csv(index=False), nl=False)
         err_console.print(f"hypervolume {front.hypervolume:.6g} (reference {reference_text})", highlight=False)
         return
-    view = Table(*front.config_keys, *(f"{m} ({d})" for m, d in objectives.items()), "seeds",
-                 title=f"{name}: Pareto front, {len(rows)} of {len(front.table)} configurations (seed means)")
+    view = Table("point", *front.config_keys, *(f"{m} ({d})" for m, d in objectives.items()), "seeds",
+                 title=f"{name}: Pareto front, {_count(points, 'point')} ({len(rows)} of {len(front.table)} "
+                       "configurations; seed means)")
     view.add_column("MLflow runs", overflow="fold")  # whole ids (wrapped where narrow), never cut short
-    for _, row in rows.iterrows():
-        view.add_row(*(_short(row[k]) for k in front.config_keys), *(f"{row[m]:.4g}" for m in names),
-                     str(row["seeds"]), row["run_ids"])
+    for point, tied in rows.groupby("point", sort=True):  # tied configurations: one row, a line each
+        view.add_row(str(point), *("\n".join(_short(v) for v in tied[k]) for k in front.config_keys),
+                     *(f"{tied[m].iloc[0]:.4g}" for m in names), "\n".join(str(n) for n in tied["seeds"]),
+                     "\n".join(tied["run_ids"]))
     console.print(view)
     console.print(f"hypervolume {front.hypervolume:.6g} (reference {reference_text})\nplot: {path}\n"
                   f"logged to MLflow run {sweep.parent_run_id} (pareto_hypervolume, pareto/)", highlight=False,
                   soft_wrap=True)
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 point`, `2 points`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _short(value) -> str:

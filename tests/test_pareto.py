@@ -117,6 +117,17 @@ def test_pareto_front_of_random_runs_matches_brute_force(seed):
                                                                                       list(objectives.values()))))
 
 
+def test_tied_configurations_share_one_point_of_the_front_and_of_the_plot(tmp_path):
+    from fairsweep.sweep.pareto import plot_front
+
+    rows = [({"finetune.mu": 0}, {"acc": 0.9, "relu_count": 4.0}), ({"finetune.mu": 1}, {"acc": 0.8, "relu_count": 2.0}),
+            ({"finetune.mu": 2}, {"acc": 0.9, "relu_count": 4.0}), ({"finetune.mu": 3}, {"acc": 0.7, "relu_count": 5.0})]
+    front = pareto_front(runs_of(rows), ["finetune.mu"], {"acc": "max", "relu_count": "min"})
+    numbered = front.numbered()
+    assert numbered[["point", "finetune.mu"]].values.tolist() == [[1, 0], [2, 1], [1, 2]]  # µ 0 and 2 tie
+    assert plot_front(front, "acc", "relu_count", None, tmp_path / "front.png", "t").stat().st_size > 0
+
+
 def test_pareto_front_with_a_given_reference_and_a_missing_metric():
     rows = [({"finetune.mu": 0}, {"acc": 0.9, "relu_count": 4.0}), ({"finetune.mu": 1}, {"acc": 0.8, "relu_count": 2.0}),
             ({"finetune.mu": 2}, {"acc": math.nan, "relu_count": 1.0})]

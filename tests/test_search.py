@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -275,10 +276,11 @@ def test_pareto_by_experiment_name_as_csv_and_table(grid_swept, monkeypatch):
                        "--objective", "relu_count:min", "--reference", "0,1000")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert rows and set(rows[0]) == {"finetune.mu", "acc", "relu_count", "seeds", "run_ids"}
+    assert rows and set(rows[0]) == {"point", "finetune.mu", "acc", "relu_count", "seeds", "run_ids"}
     assert "hypervolume" in result.stderr and "reference acc=0, relu_count=1000" in result.stderr
     table = fairsweep_here(tmp_path, monkeypatch, "pareto", "grid.yaml")
     assert table.returncode == 0 and "MLflow runs" in table.stdout and "hypervolume" in table.stdout
+    assert re.search(r"Pareto front, \d+ points? \(\d+ of 2 configurations", table.stdout) and "point" in table.stdout
 
 
 @pytest.mark.parametrize("args,expect", [

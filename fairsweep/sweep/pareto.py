@@ -94,6 +94,15 @@ class Front:
     def front(self):
         return self.table[self.on_front]
 
+    def numbered(self):
+        """The front's configurations with `point` first: 1, 2, … per distinct objective means, shared by
+        tied configurations (identical means: one point of the plot), in the front's order."""
+        rows = self.front.copy()
+        ids: dict[tuple, int] = {}
+        keys = rows[list(self.objectives)].itertuples(index=False, name=None)
+        rows.insert(0, "point", [ids.setdefault(tuple(key), len(ids) + 1) for key in keys])
+        return rows
+
 
 def seed_means(runs: list[dict], config_keys: list[str], objectives: dict[str, str]):
     """One row per configuration (the values of `config_keys`, seeds left out): the mean of each
@@ -149,6 +158,9 @@ def plot_front(front: Front, x: str, y: str, color: str | None, path: Path, titl
                  if color else {"c": "tab:blue" if on else "tab:gray"})
         scatter = ax.scatter(rows[x], rows[y], alpha=alpha, edgecolors=edge, s=40 if on else 25,
                              label="non-dominated" if on else "dominated", **shade)
+    numbered = front.numbered()
+    for _, first in numbered.drop_duplicates("point").iterrows():  # each point keyed to its row of the table
+        ax.annotate(str(first["point"]), (first[x], first[y]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if color:
         fig.colorbar(scatter, ax=ax, label=f"{color} ({front.objectives[color]})")
     ax.set_xlabel(f"{x} ({front.objectives[x]})")
