@@ -68,7 +68,7 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
         checked = preflight(parsed, storage, None if parsed.resources.address else local_resources(), points=points)
     except UserError as exc:
         _fail(exc)
-    plan, data = checked.plan, checked.data
+    plan = checked.plan
     search = parsed.sweep.search
     if search is None:
         info = describe_plan(plan, storage)
@@ -79,10 +79,7 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
                       f"trials × {search.seeds_per_trial} seeds over {', '.join(search.space)}; objectives "
                       f"{objectives}; study {study_name(parsed)} in {study_url(storage)}", highlight=False,
                       soft_wrap=True)
-    for summary in data:
-        console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
-    if checked.budgets:
-        console.print(checked.budget_line(), highlight=False, soft_wrap=True)
+    console.print("\n".join(checked.lines()), highlight=False, soft_wrap=True)
     if search is not None:
         return  # its trials, and so its stages, are known only as the search runs
     table = Table("stage", "unique", "already stored", "to run")

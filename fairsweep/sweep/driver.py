@@ -199,10 +199,7 @@ def run_sweep(spec: Spec, storage: Path, tracking: Tracking, address: str | None
             checked = preflight(spec, storage, resources, where, points=probe_points(spec))
             plan = Plan(spec, [])
         if console is not None:
-            for summary in checked.data:
-                console.print("\n".join(summary.lines()), highlight=False, soft_wrap=True)
-            if checked.budgets:
-                console.print(checked.budget_line(), highlight=False, soft_wrap=True)
+            console.print("\n".join(checked.lines()), highlight=False, soft_wrap=True)
         return _run(spec, plan, storage, tracking, console, started, ray, checked.digests)
 
 

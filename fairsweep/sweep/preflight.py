@@ -57,8 +57,10 @@ class Checked:
     digests: Any  # `ContentDigests`: each data configuration's content digest, for the trials still to come
     budgets: list[str] = field(default_factory=list)  # each budget as the ReLU count it resolves to
 
-    def budget_line(self) -> str:
-        return "budgets: " + ", ".join(self.budgets) if self.budgets else ""
+    def lines(self) -> list[str]:
+        """What the check saw, for people: each data configuration's groups, then the budgets' counts."""
+        lines = [line for summary in self.data for line in summary.lines()]
+        return lines + (["budgets: " + ", ".join(self.budgets)] if self.budgets else [])
 
 
 def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | None, where: str = "this machine",
