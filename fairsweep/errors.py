@@ -102,6 +102,9 @@ DATA_NOT_FOUND = (
     "dataset `{name}`: {missing} not found in {searched}. It expects {expected}. It is published at "
     "{published}; fairsweep never downloads data."
 )
+GROUP_KEYS_COLLIDE = (
+    "dataset `{name}`: groups {first!r} and {second!r} would share the MLflow key `{key}` (a name written like "
+    "another's shortened key); rename one of them in the data.")
 CORRUPT_FILE = "dataset `{name}`: cannot read {path}: {reason}."
 CSV_MISSING_COLUMN = "dataset `{name}`: {path} has no column `{column}` (`{key}`); its columns are: {columns}."
 CSV_BAD_VALUE = "dataset `{name}`: {path}, line {line}, column `{column}`: {reason}, got {value!r}."

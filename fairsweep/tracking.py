@@ -309,9 +309,15 @@ def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage
             continue
         history = store.result(stage).history
         for key in sorted({k for row in history for k in row} - {"epoch"}):
-            curves[f"{kind}/{key}"] = [row.get(key, math.nan) for row in history]
+            curves[f"{kind}/{curve_key(key)}"] = [row.get(key, math.nan) for row in history]
     model = store.load_model(trial.final) if trial.spec.tracking.log_models and store.has(trial.final) else None
     return tracker.log_trial(parent, record, curves, model)
+
+
+def curve_key(key: str) -> str:
+    """A stage history's key as an MLflow key: a per-group curve (`multiplier/<group>`) with the group's key."""
+    head, slash, group = key.partition("/")
+    return f"{head}/{safe_key(group)}" if slash else key
 
 
 @dataclass

@@ -9,6 +9,7 @@ from fairlearn.metrics import MetricFrame
 from sklearn.metrics import accuracy_score
 
 from fairsweep.metrics.groups import GroupMetrics, group_accuracy, relative_drop, safe_key, trial_metrics
+from fairsweep.metrics.values import key_collisions
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -49,8 +50,27 @@ def test_drop_is_nan_not_an_error_when_base_got_a_group_all_wrong():
     assert math.isnan(m["group_drop_pct/a"]) and m["group_drop_pct/b"] == 0.0 and m["drop_gap_pct"] == 0.0
 
 
-def test_safe_key():
-    assert safe_key("18-64 yrs (adult)") == "18-64_yrs__adult_" and safe_key("a/b.c_d-e") == "a/b.c_d-e"
+def test_safe_key_keeps_plain_names_and_gives_every_other_name_a_key_of_its_own():
+    from mlflow.utils.validation import _validate_metric_name  # the check MLflow applies to every logged key
+
+    assert safe_key("white") == "white" and safe_key("18-64") == "18-64" and safe_key("g.1_a-b") == "g.1_a-b"
+    assert safe_key("18-64 yrs (adult)").startswith("18-64_yrs__adult_-")
+    names = ["a b", "a_b", "a/b", "a\tb", "é", "ü", "../x", "./x", ".", "..", "x" * 300, "x" * 301, "60+", "60_"]
+    keys = [safe_key(n) for n in names]
+    assert len(set(keys)) == len(names)  # injective
+    assert all(len(k) <= 64 for k in keys) and all(safe_key(n) == k for n, k in zip(names, keys))  # stable
+    for key in keys:
+        for prefix in ("group_acc", "group_size/train", "finetune/multiplier"):
+            _validate_metric_name(f"{prefix}/{key}")  # raises where MLflow would refuse it
+    assert key_collisions(names) == [] and key_collisions(["a b", safe_key("a b")]) == [("a b", safe_key("a b"))]
+
+
+def test_two_groups_with_the_same_safe_form_keep_their_own_metrics():
+    final = GroupMetrics(0.5, {"a b": 1.0, "a_b": 0.0}, {"a b": 5, "a_b": 5})
+    base = GroupMetrics(0.5, {"a b": 0.5, "a_b": 0.5}, {"a b": 5, "a_b": 5})
+    m = trial_metrics(final, base, relu_count=10, base_relu_count=20, param_dist=0.0)
+    assert m["group_acc/a_b"] == 0.0 and m[f"group_acc/{safe_key('a b')}"] == 1.0
+    assert m["group_drop_pct/a_b"] == 100.0 and m[f"group_drop_pct/{safe_key('a b')}"] == -100.0
 
 
 def test_worst_group_keys_and_relative_drop():

@@ -190,6 +190,34 @@ def test_cli_unknown_group_value(real_data, tmp_path, tiny_raw):
         result.stderr.split())
 
 
+def renamed_groups(real_data, tmp_path, names):
+    """The CSV dataset with its groups `clinic`, `hospital` renamed to `names`."""
+    def edit(lines):
+        return [lines[0]] + [line.replace(",clinic", f",{names[0]}").replace(",hospital", f",{names[1]}")
+                             for line in lines[1:]]
+    data = csv_root(real_data, tmp_path, edit)
+    data["csv"]["groups"] = list(names)
+    return data
+
+
+def test_groups_whose_safe_forms_coincide_keep_keys_of_their_own(real_data, tmp_path, tiny_raw):
+    result = cli("validate", str(spec_file(tmp_path, tiny_raw, renamed_groups(real_data, tmp_path, ["a b", "a_b"]))),
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "  a b: " in result.stdout and "  a_b: " in result.stdout
+
+
+def test_group_names_that_would_share_a_key_are_refused_before_training(real_data, tmp_path, tiny_raw):
+    from fairsweep.metrics.values import safe_key
+
+    names = ["a b", safe_key("a b")]  # the second written exactly as the first's key
+    result = cli("validate", str(spec_file(tmp_path, tiny_raw, renamed_groups(real_data, tmp_path, names))),
+                 cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (f"groups 'a b' and '{names[1]}' would share the MLflow key `{names[1]}`"
+            in " ".join(result.stderr.split()))
+
+
 def test_cli_validate_prints_group_sizes_and_fills_the_cache(real_data, tmp_path, tiny_raw):
     spec = spec_file(tmp_path, tiny_raw, {**real_data["utkface"].data, "target": "race"})
     result = cli("validate", str(spec), "--storage", "runs", cwd=tmp_path)

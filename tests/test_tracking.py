@@ -1,6 +1,7 @@
 """The MLflow side on its own: a sweep's runs are read page by page, so none is lost past one page."""
 
-from fairsweep.tracking import PARENT_TAG, ROLE_TAG, TRIAL_TAG, Tracker
+from fairsweep.metrics.values import safe_key
+from fairsweep.tracking import PARENT_TAG, ROLE_TAG, TRIAL_TAG, Tracker, curve_key
 
 
 def test_child_runs_are_read_past_one_page_and_only_finished_trials_count(tmp_path):
@@ -19,3 +20,8 @@ def test_child_runs_are_read_past_one_page_and_only_finished_trials_count(tmp_pa
     done = tracker.finished_trials(parent)
     assert done == {f"trial-{i}": children[i] for i in range(4)}
     assert tracker.client.get_run(children[4]).info.lifecycle_stage == "deleted"
+
+
+def test_a_per_group_curve_is_logged_under_the_group_key():
+    assert curve_key("multiplier/a b") == f"multiplier/{safe_key('a b')}" != curve_key("multiplier/a_b")
+    assert curve_key("multiplier/a/b") == f"multiplier/{safe_key('a/b')}" and curve_key("loss") == "loss"

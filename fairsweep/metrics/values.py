@@ -3,6 +3,7 @@ relative drops. Pure Python, no torch: records and reports use them without load
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -39,9 +40,32 @@ class GroupMetrics:
         return {f"{prefix}/{safe_key(name)}": value for name, value in self.by_group.items()}
 
 
+KEY_MAX = 64  # characters of a group's key; longer names are shortened (and made unique by the suffix)
+_PLAIN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_\-.]*")
+
+
 def safe_key(name: str) -> str:
-    """A group name usable in an MLflow metric key (letters, digits, `_ - . /`)."""
-    return re.sub(r"[^A-Za-z0-9_\-./]", "_", name)
+    """The group's name in MLflow keys and metric dicts (`group_acc/<key>`): the name itself where it is
+    plain (letters, digits, `_ - .`, not led by `.`, at most `KEY_MAX` characters); otherwise a readable
+    form (every other character as `_`, shortened) and `-` with 8 hex digits of the name's hash, so
+    that `a b`, `a_b` and `a/b` keep keys of their own. Depends on the name alone, so every trial and
+    sweep keys a group alike; pre-flight checks that a dataset's names get distinct keys."""
+    if _PLAIN.fullmatch(name) and len(name) <= KEY_MAX:
+        return name
+    readable = re.sub(r"[^A-Za-z0-9_\-.]", "_", name)[:KEY_MAX - 9].lstrip(".")
+    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def key_collisions(names) -> list[tuple[str, str]]:
+    """Pairs of group names that would share a key (only a name written like another's hashed key)."""
+    seen: dict[str, str] = {}
+    pairs = []
+    for name in names:
+        key = safe_key(name)
+        if key in seen and seen[key] != name:
+            pairs.append((seen[key], name))
+        seen.setdefault(key, name)
+    return pairs
 
 
 def drop_pct(base: float, final: float) -> float:

@@ -22,6 +22,7 @@ from fairsweep.data.cache import DataCache
 from fairsweep.errors import UserError
 from fairsweep.linearize import count_relus, resolve_budget
 from fairsweep.linearize.deepreduce import enumerate_configurations
+from fairsweep.metrics.values import key_collisions, safe_key
 from fairsweep.models import input_problem, list_models, stem_relu_problem
 from fairsweep.spec import Spec
 from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial, base_model_args, make_plan
@@ -143,6 +144,8 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
                 summaries[data_key] = None
                 continue
             summaries[data_key] = DataSummary(spec.data.dataset, spec.seed, splits.group_sizes(), splits.notes)
+            problems.extend(errors.GROUP_KEYS_COLLIDE.format(name=spec.data.dataset, first=a, second=b, key=safe_key(b))
+                            for a, b in key_collisions(splits.train.group_names))
             inputs[data_key] = (tuple(splits.train.x.shape[1:]), len(splits.train.class_names))
         if summaries[data_key] is None:
             continue
