@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -12,12 +13,34 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from fairsweep.errors import USER_ERROR_EXIT, UserError
 
 INTERRUPTED_EXIT = 128  # + the signal's number, as a shell reports a process a signal ended
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+class _PlainHelp:
+    """Help that shows what to write, not Python types: nothing beside a flag (typer would print `<bool>`),
+    the name in capitals for a value (`--reference REFERENCE`, `SPEC`; typer: `<str>`, `{spec}`) unless
+    the option names its own (`--set KEY=VALUE`)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if param.metavar is None:
+                param.metavar = "" if getattr(param, "is_flag", False) else param.name.upper()
+        return params
+
+
+class _Group(_PlainHelp, TyperGroup):
+    pass
+
+
+class _Command(_PlainHelp, TyperCommand):
+    pass
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, cls=_Group,
                   help="Reproducible sweeps on the fairness cost of ReLU linearization.")
 console = Console()
 if not console.is_terminal:  # logs and CI: wide enough that the results table does not wrap
@@ -41,8 +64,20 @@ def _top(ctx: typer.Context, version: Annotated[bool, typer.Option(
 
 SpecArg = Annotated[Path, typer.Argument(help="the sweep spec (YAML), e.g. sweeps/mu_ablation.yaml")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--set", help="override a spec key: --set finetune.epochs=5; a list sets its grid: --set finetune.mu=[0,0.01]")]
-StorageOpt = Annotated[Path, typer.Option(help="where stages, trial records and Tune state live")]
+    "--set", metavar="KEY=VALUE", help="override a spec key: --set finetune.epochs=5; a list sets its grid: --set finetune.mu=[0,0.01]")]
+StorageOpt = Annotated[Path, typer.Option(metavar="DIR", help="where stages, trial records and Tune state live")]
+VerboseOpt = Annotated[bool, typer.Option(
+    "--verbose", help="show Ray's, Ray Tune's and MLflow's own output (hidden by default) and the trials' own lines")]
+
+
+def _set_verbose(on: bool) -> None:
+    """Before Ray or MLflow is imported; the trials' workers inherit it."""
+    if on:
+        from fairsweep.sweep.ray_session import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
+
+
 DEFAULT_STORAGE = Path("fairsweep-runs")
 
 
@@ -52,7 +87,7 @@ def _fail(exc: UserError) -> None:
     raise typer.Exit(USER_ERROR_EXIT)
 
 
-@app.command()
+@app.command(cls=_Command)
 def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAGE) -> None:
     """Check a spec without running it and print the plan: trials and unique stages of each kind."""
     from fairsweep.spec import load_spec
@@ -88,11 +123,12 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
     console.print(table)
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAGE,
-        address: Annotated[Optional[str], typer.Option(help="an existing Ray cluster: auto, or HEAD:6379")] = None
-        ) -> None:
+        address: Annotated[Optional[str], typer.Option(help="an existing Ray cluster: auto, or HEAD:6379")] = None,
+        verbose: VerboseOpt = False) -> None:
     """Run a sweep; re-running the same command resumes it."""
+    _set_verbose(verbose)
     from fairsweep.spec import load_spec
     from fairsweep.sweep.driver import run_sweep
     from fairsweep.tracking import SweepTracking, tracking_problems
@@ -117,9 +153,9 @@ def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAG
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def datasets(root: Annotated[Optional[Path], typer.Option(
-        envvar="FAIRSWEEP_DATA", help="the data root to look in (default: $FAIRSWEEP_DATA)")] = None) -> None:
+        envvar="FAIRSWEEP_DATA", metavar="DIR", help="the data root to look in (default: $FAIRSWEEP_DATA)")] = None) -> None:
     """List the datasets, their target and group attributes, and whether each is found under the root."""
     from fairsweep.data import dataset_info, list_datasets
     from fairsweep.spec import DataConfig
@@ -141,7 +177,7 @@ def datasets(root: Annotated[Optional[Path], typer.Option(
         console.print("Give a data root with --root DIR or the environment variable FAIRSWEEP_DATA.")
 
 
-@app.command()
+@app.command(cls=_Command)
 def relus(
     arch: Annotated[str, typer.Argument(help="a registered architecture, e.g. resnet18")],
     input_size: Annotated[int, typer.Option(min=1, help="height and width of the input")] = 32,
@@ -193,26 +229,27 @@ def relus(
     console.print(sites)
 
 
-@app.command()
+@app.command(cls=_Command)
 def pareto(
     target: Annotated[str, typer.Argument(help="a sweep spec (YAML), or the name of an MLflow experiment (its "
                                                "latest sweep)")],
     set_: SetOpt = None,
     objective: Annotated[Optional[list[str]], typer.Option(
-        help="METRIC:max or METRIC:min, repeatable; default: the spec's sweep.search.objectives, for a grid "
+        metavar="METRIC:max|min", help="METRIC:max or METRIC:min, repeatable; default: the spec's sweep.search.objectives, for a grid "
              "acc:max drop_gap_pct:min relu_count:min")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    fmt: Annotated[str, typer.Option("--format", metavar="table|csv|json", help="how to print the front")] = "table",
     reference: Annotated[Optional[str], typer.Option(
-        help="the hypervolume's reference point, one number per objective: 0.5,40,500; default: each "
+        metavar="NUMBERS", help="the hypervolume's reference point, one number per objective: 0.5,40,500; default: each "
              "objective's worst value, 10 % of its range further")] = None,
-    x: Annotated[Optional[str], typer.Option(help="the plot's x axis (an objective; default the first)")] = None,
-    y: Annotated[Optional[str], typer.Option(help="the plot's y axis (default the second objective)")] = None,
-    color: Annotated[Optional[str], typer.Option(help="the plot's colour (default the third objective)")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="where to save the plot (default ./NAME-pareto.png)")] = None,
-    tracking_uri: Annotated[str, typer.Option(help="the MLflow store of an experiment NAME")] = "sqlite:///mlflow.db",
+    x: Annotated[Optional[str], typer.Option(metavar="METRIC", help="the plot's x axis (an objective; default the first)")] = None,
+    y: Annotated[Optional[str], typer.Option(metavar="METRIC", help="the plot's y axis (default the second objective)")] = None,
+    color: Annotated[Optional[str], typer.Option(metavar="METRIC", help="the plot's colour (default the third objective)")] = None,
+    plot: Annotated[Optional[Path], typer.Option(metavar="FILE", help="where to save the plot (default ./NAME-pareto.png)")] = None,
+    tracking_uri: Annotated[str, typer.Option(metavar="URI", help="the MLflow store of an experiment NAME")] = "sqlite:///mlflow.db",
 ) -> None:
-    """The non-dominated trials of a sweep after seed averaging, their hypervolume and a plot; all
-    logged to the sweep's MLflow run."""
+    """The non-dominated trials of a sweep after seed averaging, their hypervolume and a plot.
+
+    All three are logged to the sweep's MLflow run."""
     import json
 
     from fairsweep.errors import unknown_name

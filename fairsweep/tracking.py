@@ -89,11 +89,15 @@ class Tracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        # Models are saved by pickle (see log_trial), and MLflow warns about that on every model.
-        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-        # Creating or upgrading the embedded database's tables is routine, not news for the user
-        for name in ("mlflow.store.db.utils", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        from fairsweep.sweep.ray_session import verbose
+
+        if not verbose():
+            # Models are saved by pickle (see log_trial), and MLflow warns about that on every model.
+            logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+            # Creating or upgrading the embedded database's tables is routine, not news for the user
+            for name in ("mlflow.store.db.utils", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model read
         uri = absolute_uri(uri)
         mlflow.set_tracking_uri(uri)
         self.uri = uri

@@ -251,6 +251,21 @@ def test_cli_version_and_bare_command(tmp_path):
     assert bare.returncode == 0 and "Usage:" in bare.stdout and "run" in bare.stdout and "validate" in bare.stdout
 
 
+@pytest.mark.parametrize("command", ["", "validate", "run", "datasets", "relus", "pareto"])
+def test_cli_help_shows_what_to_write_and_whole_sentences(tmp_path, command):
+    result = cli(*([command] if command else []), "--help", cwd=tmp_path)
+    text = result.stdout
+    assert result.returncode == 0 and "--help" in text
+    assert "<bool>" not in text and "<list" not in text and "<int range>" not in text  # Python types, not values
+    if not command:  # the list shows each command's first paragraph, its line breaks kept: it must be one line
+        import typer
+
+        from fairsweep.cli import app
+
+        for name, sub in typer.main.get_command(app).commands.items():
+            assert "\n" not in sub.help.strip().split("\n\n")[0], name
+
+
 def test_cli_missing_spec_file(tmp_path):
     result = cli("run", "nope.yaml", cwd=tmp_path)
     assert result.returncode == 2 and "spec file not found: nope.yaml" in result.stderr

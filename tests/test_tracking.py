@@ -25,3 +25,14 @@ def test_child_runs_are_read_past_one_page_and_only_finished_trials_count(tmp_pa
 def test_a_per_group_curve_is_logged_under_the_group_key():
     assert curve_key("multiplier/a b") == f"multiplier/{safe_key('a b')}" != curve_key("multiplier/a_b")
     assert curve_key("multiplier/a/b") == f"multiplier/{safe_key('a/b')}" and curve_key("loss") == "loss"
+
+
+def test_verbose_lets_ray_forward_the_workers_output(monkeypatch):
+    import logging
+
+    from fairsweep.sweep.ray_session import VERBOSE_ENV, ray_logging
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    assert ray_logging() == {"logging_level": logging.WARNING, "log_to_driver": False}
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+    assert ray_logging() == {"logging_level": logging.INFO, "log_to_driver": True}

@@ -16,6 +16,19 @@ from fairsweep import errors
 from fairsweep.errors import UserError
 
 
+VERBOSE_ENV = "FAIRSWEEP_VERBOSE"  # "1": Ray's, Tune's and MLflow's own lines shown (`fairsweep run --verbose`)
+
+
+def verbose() -> bool:
+    """Whether the user asked for the libraries' own output (inherited by the trials' workers)."""
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+def ray_logging() -> dict:
+    """`ray.init`'s logging: warnings only, the workers' output not forwarded, unless verbose."""
+    return {"logging_level": logging.INFO if verbose() else logging.WARNING, "log_to_driver": verbose()}
+
+
 def ray_environment() -> None:
     """Set before Ray is imported."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls home
@@ -25,7 +38,8 @@ def ray_environment() -> None:
     # JSON one, from which Tune's result grid reads each trial's last result.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # A local Ray turns token authentication on and says so at every start; it stays on, unsaid
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    if not verbose():
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
 def local_resources() -> dict[str, float]:
@@ -97,12 +111,12 @@ class RaySession:
 
         if self.address:
             try:
-                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+                ray.init(address=self.address, **ray_logging())
             except Exception as exc:  # ConnectionError, or Ray's own when no cluster answers
                 raise UserError(errors.NO_RAY_CLUSTER.format(address=self.address, reason=one_line(exc))) from None
         else:
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-                     logging_level=logging.WARNING, log_to_driver=False, _node_ip_address="127.0.0.1")
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **ray_logging(),
+                     _node_ip_address="127.0.0.1")
         self.started = True
 
     def resources(self) -> tuple[dict[str, float], str]:

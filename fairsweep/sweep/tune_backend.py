@@ -21,7 +21,7 @@ from ray.tune.search import Searcher
 from fairsweep.data import DATA_ENV
 from fairsweep.spec import Spec
 from fairsweep.sweep.plan import Trial, resolve_spec
-from fairsweep.sweep.ray_session import one_line
+from fairsweep.sweep.ray_session import one_line, verbose
 
 
 def trial_config(trial: Trial) -> dict:
@@ -178,7 +178,7 @@ def run_tune(spec: Spec, storage: Path, searcher: Searcher, callback, interrupt:
             failure_config=tune.FailureConfig(max_failures=res.max_failures),
             callbacks=[callback, JsonLoggerCallback()],
             stop=interrupt.stopper() if interrupt is not None else None,
-            verbose=0,
+            verbose=1 if verbose() else 0,
         ),
     )
     # a trial stopped by an interrupt has no result files: Tune warns of each, of nothing a user acts on
