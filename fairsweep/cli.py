@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import math
 import os
@@ -144,7 +145,18 @@ def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAG
         err_console.print("interrupted: stopped at once; what finished is kept. Run the same command to resume.",
                           highlight=False, soft_wrap=True)
         raise typer.Exit(INTERRUPTED_EXIT + signal.SIGINT)
+    except OSError as exc:  # before the trials (pre-flight's cache, the sweep's run): nothing is lost yet
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        err_console.print(f"[bold red]stopped:[/] {exc}. Free space (or mend the file system) and run the "
+                          "same command again.", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     _print_outcome(parsed, outcome)
+    if outcome.stopped is not None:
+        err_console.print(f"[bold red]stopped:[/] {len(outcome.records)}/{len(outcome.plan.trials)} trials finished "
+                          f"(their records are kept under {storage}/trials), because {outcome.stopped}. Mend the "
+                          "cause and run the same command to resume.", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     if outcome.interrupted is not None:
         err_console.print(f"interrupted: {len(outcome.records)}/{len(outcome.plan.trials)} trials finished; "
                           "run the same command to resume", highlight=False, soft_wrap=True)

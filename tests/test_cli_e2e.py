@@ -344,6 +344,65 @@ def test_an_interrupted_sweep_says_so_keeps_what_finished_and_resumes_to_the_sam
     assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["FINISHED"]
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """`tmp_path/runs` on a 64 MiB tmpfs of its own (where this machine lets the test mount one)."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(runs)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here to fill a disk: {mounted.stderr.decode().strip() or 'not root'}")
+    try:
+        yield runs
+    finally:
+        subprocess.run(["umount", "-l", str(runs)], capture_output=True)
+
+
+def test_a_full_disk_stops_the_sweep_with_a_summary_and_the_rerun_finishes(tmp_path, swept, small_disk):
+    """The storage's disk fills once the first trial has its record: the sweep ends with what finished and
+    why, exit 1, its MLflow run FAILED; with space again, the same command finishes the uninterrupted sweep."""
+    filler = small_disk / "filler"
+
+    def fill_after_the_first_record():
+        while not list((small_disk / "trials").glob("*.json")):
+            time.sleep(0.05)
+        try:
+            with open(filler, "wb") as handle:
+                while True:
+                    handle.write(b"\0" * 2**20)
+                    handle.flush()
+        except OSError:  # full
+            pass
+
+    import threading
+
+    thread = threading.Thread(target=fill_after_the_first_record, daemon=True)
+    thread.start()
+    full = run_cli(tmp_path)
+    thread.join(timeout=60)
+    out = full.stdout + full.stderr
+    assert full.returncode == 1, out
+    text = " ".join(full.stderr.split())
+    stopped = re.search(r"stopped: (\d)/4 trials finished \(their records are kept under runs/trials\)", text)
+    assert stopped, out
+    finished = int(stopped.group(1))
+    assert 1 <= finished < 4 and "MiB free (no space left?)" in text and "Traceback" not in out, out
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"])
+    assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["FAILED"]
+
+    filler.unlink()
+    rerun = run_cli(tmp_path)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"4/4 trials finished ({finished} from earlier runs)" in rerun.stdout
+    ids = {r["trial_id"] for r in records(tmp_path)}
+    ours = {r["trial_id"]: r["metrics"] for r in records(tmp_path)}
+    uninterrupted = {r["trial_id"]: r["metrics"] for r in records(swept[0]) if r["trial_id"] in ids}
+    assert len(ids) == 4 and json.dumps(ours, sort_keys=True) == json.dumps(uninterrupted, sort_keys=True)
+    runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"])
+    assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["FINISHED"]
+
+
 def test_toy2d_sweep_and_its_figure_2(tmp_path):
     """sweeps/toy2d.yaml end to end (shortened), then analysis/toy2d_figure.py on its results."""
     overrides = ["seed=[0,1]", "base.epochs=3", "finetune.epochs=3"]

@@ -36,3 +36,14 @@ def test_verbose_lets_ray_forward_the_workers_output(monkeypatch):
     assert ray_logging() == {"logging_level": logging.WARNING, "log_to_driver": False}
     monkeypatch.setenv(VERBOSE_ENV, "1")
     assert ray_logging() == {"logging_level": logging.INFO, "log_to_driver": True}
+
+
+def test_the_ray_token_is_made_readable_by_its_owner_only(tmp_path):
+    from fairsweep.sweep.ray_session import private_token
+
+    token = tmp_path / "auth_token"
+    token.write_text("secret")
+    token.chmod(0o644)  # as Ray writes it
+    private_token(token)
+    assert token.stat().st_mode & 0o777 == 0o600
+    private_token(tmp_path / "missing")  # no token: nothing to do, no error

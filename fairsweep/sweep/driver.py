@@ -9,6 +9,7 @@ searcher that hands out the plan (`PlanSearcher`), a search's through the Optuna
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +22,12 @@ from fairsweep.spec import Spec
 from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial, probe_points
 from fairsweep.sweep.preflight import preflight
 from fairsweep.sweep.progress import Progress
-from fairsweep.sweep.ray_session import RaySession
+from fairsweep.sweep.ray_session import RaySession, one_line
 from fairsweep.sweep.records import TrialRecord, read_trial_record, trial_record_path, write_trial_record
 from fairsweep.sweep.results import records_frame, results_table
+
+
+LOW_DISK_BYTES = 64 * 2**20  # below this free on the storage's disk, a stop names the space left
 
 
 @dataclass
@@ -38,6 +42,7 @@ class SweepOutcome:
     seconds: float = 0.0
     interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the sweep before its end
     names: dict[str, str] = field(default_factory=dict)  # trial id -> name, of every trial the sweep met
+    stopped: str | None = None  # why the sweep ended before its end other than by a signal (a full disk, say)
 
     def failed_names(self) -> dict[str, str]:
         """The failures by trial name, for people."""
@@ -76,6 +81,7 @@ class SweepDriver:
         self.trials: dict[str, Trial] = {}
         self.logged = logged  # trial id -> MLflow run id, of the trials this sweep's run holds
         self.progress = None
+        self.last_errors: dict[str, str] = {}  # trial id -> its last failed attempt's error, as Tune's callback said
         self._lock = threading.Lock()
         for trial in plan.trials:
             self._add(trial)
@@ -119,8 +125,18 @@ class SweepDriver:
             self.outcome.lock_wait += sum(record.lock_wait_s.values())
         self.progress.trial_done(record.name, record.metrics, record.trained)
 
-    def errored(self, trial_id: str) -> None:
+    def errored(self, trial_id: str, error: str) -> None:
+        """A trial's attempt failed (Tune may retry it): its error is kept in case Tune cannot say it later."""
+        with self._lock:
+            self.last_errors[trial_id] = error
         self.progress.trial_failed(self.outcome.names.get(trial_id, trial_id))
+
+    def fail_unfinished(self) -> None:
+        """Tune stopped without its results: each trial whose attempt failed and that has not finished failed."""
+        with self._lock:
+            for trial_id, error in self.last_errors.items():
+                if trial_id not in self.outcome.records:
+                    self.outcome.failed.setdefault(trial_id, error)
 
     def fail(self, trial_id: str, error: str) -> None:
         with self._lock:
@@ -235,38 +251,74 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
                                    objectives=search.objectives)
         searcher = study if study.has_work else None
     interrupt = Interrupt(on_first=lambda signum: driver.progress.interrupted(signum))
+    outcome = driver.outcome
     if searcher is not None:
         ray.connect()
-        # Tune waits for its callbacks before it starts the next trial: log on a thread of its own instead
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairsweep-logging") as logging_thread, \
-                interrupt:
-            logged_futures = []
-            callback = driver_callback(driver.started,
-                                       lambda trial_id: logged_futures.append(logging_thread.submit(driver.completed,
-                                                                                                    trial_id)),
-                                       driver.errored)
-            try:
-                failures = run_tune(spec, storage, searcher, callback, interrupt)
-            except KeyboardInterrupt:  # the second signal: stop at once, the sweep's run says so
-                driver.progress.close()
-                tracking.finish_sweep(parent, "", {}, status="KILLED")
-                raise
-        for future in logged_futures:  # every finished trial is logged by now; an error in logging one is raised here
-            future.result()
-        for trial_id, error in failures.items():
-            driver.fail(trial_id, error)
-        for trial in list(driver.outcome.plan.trials):  # a completion the callback missed is still logged
-            if trial.id not in driver.outcome.records and trial.id not in driver.outcome.failed:
-                driver.completed(trial.id)
+        try:
+            _schedule(driver, searcher, interrupt, run_tune, driver_callback)
+        except KeyboardInterrupt:  # the second signal: stop at once, the sweep's run says so
+            driver.progress.close()
+            tracking.finish_sweep(parent, "", {}, status="KILLED")
+            raise
+        except Exception as exc:  # Tune, the storage or MLflow gave out: what finished is kept and said
+            driver.fail_unfinished()
+            outcome.stopped = stop_cause(exc, storage)
     driver.progress.close()
-    driver.add_mitigation_effects()
-    outcome = driver.outcome
+    try:
+        driver.add_mitigation_effects()
+    except Exception as exc:
+        outcome.stopped = outcome.stopped or stop_cause(exc, storage)
+    if outcome.failed and outcome.stopped is None and (low := low_disk(storage)):
+        outcome.stopped = f"trials failed with {low}"  # their errors rarely say so (torch: "unexpected pos")
     outcome.seconds = time.time() - started
     outcome.interrupted = interrupt.signum
     table = results_table(records_frame(outcome.records.values(), spec.sweep.varied_keys), spec.sweep.varied_keys)
     summary = {"trials_finished": len(outcome.records), "trials_failed": len(outcome.failed),
                "wall_seconds": outcome.seconds, "lock_wait_seconds": outcome.lock_wait}
     summary.update({f"stages_trained/{k}": v for k, v in outcome.trained.items()})
-    status = "KILLED" if outcome.interrupted is not None else "FAILED" if outcome.failed else "FINISHED"
-    tracking.finish_sweep(parent, table.to_csv(index=False) if table is not None else "", summary, status)
+    status = ("KILLED" if outcome.interrupted is not None else "FAILED" if outcome.failed or outcome.stopped
+              else "FINISHED")
+    try:
+        tracking.finish_sweep(parent, table.to_csv(index=False) if table is not None else "", summary, status)
+    except Exception as exc:  # the trials' records are in the storage; a re-run logs what is missing
+        closing = f"the sweep's MLflow run could not be marked {status}: {stop_cause(exc, storage)}"
+        outcome.stopped = f"{outcome.stopped}; {closing}" if outcome.stopped else closing
     return outcome
+
+
+def _schedule(driver: SweepDriver, searcher, interrupt, run_tune, driver_callback) -> None:
+    """The trials through Ray Tune, each finished one logged on a thread of its own (Tune waits for its
+    callbacks before it starts the next trial); then whatever Tune reported failed, and any completion
+    its callback missed."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairsweep-logging") as logging_thread, interrupt:
+        logged_futures = []
+        callback = driver_callback(driver.started,
+                                   lambda trial_id: logged_futures.append(logging_thread.submit(driver.completed,
+                                                                                                trial_id)),
+                                   driver.errored)
+        failures = run_tune(driver.spec, driver.storage, searcher, callback, interrupt)
+    for future in logged_futures:  # every finished trial is logged by now; an error in logging one is raised here
+        future.result()
+    for trial_id, error in failures.items():
+        driver.fail(trial_id, error)
+    for trial in list(driver.outcome.plan.trials):  # a completion the callback missed is still logged
+        if trial.id not in driver.outcome.records and trial.id not in driver.outcome.failed:
+            driver.completed(trial.id)
+
+
+def stop_cause(exc: BaseException, storage: Path) -> str:
+    """Why the sweep stopped, in one line: the error, with the free space of the storage's disk where
+    that is what ran out (Ray Tune then reads back an empty error file and says only `EOFError`)."""
+    cause = f"{type(exc).__name__}: {one_line(exc)}"
+    if isinstance(exc, EOFError):
+        cause = f"Ray Tune could not read back a trial's error file under {storage / 'tune'} ({cause})"
+    low = low_disk(storage)
+    return f"{cause}; {low}" if low else cause
+
+
+def low_disk(storage: Path) -> str | None:
+    """What to say if the storage's disk is (nearly) full; None if it is not."""
+    free = shutil.disk_usage(storage).free if storage.exists() else None
+    if free is None or free >= LOW_DISK_BYTES:
+        return None
+    return f"the storage's disk has {free / 2**20:.1f} MiB free (no space left?)"

@@ -4,6 +4,16 @@ shutting down what this process started (`RaySession`, a context manager).
 A local Ray is started with `address="local"` (a Ray of our own: plain `ray.init()` would join the
 cluster `ray start` last started on this machine, someone else's perhaps), no dashboard, and
 `_node_ip_address="127.0.0.1"` for its node's address.
+
+What listens (Ray 2.60, seen with `ss -ltnp` while a local sweep ran): the GCS, the raylet (two
+ports), the driver's and each worker's core worker bind their gRPC ports on all interfaces, and
+the runtime-env agent on the machine's own address; the ports are random. `_node_ip_address` only
+sets the address the node advertises: Ray has no setting that binds these servers to loopback.
+What protects them is Ray's token authentication, on by default for a new local Ray (unless the
+user sets `RAY_AUTH_MODE`; setting it here, after Ray's import has read its configuration, would
+leave the driver without the token its own GCS then asks for, as seen here); the token is `~/.ray/auth_token`, which Ray makes
+on first use readable by everyone and fairsweep then restricts to its owner): a process without
+the token is refused.
 """
 
 from __future__ import annotations
@@ -71,6 +81,16 @@ def check_reachable(address: str) -> None:
         raise UserError(errors.NO_RAY_CLUSTER.format(address=address, reason=exc.strerror or exc)) from None
 
 
+def private_token(path: Path) -> None:
+    """Ray writes its token readable by every user of the machine: readable by its owner only, if ours."""
+    try:
+        info = path.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:  # no token (authentication off), or not ours to change
+        pass
+
+
 def is_initialized() -> bool:
     ray_environment()
     import ray
@@ -117,6 +137,7 @@ class RaySession:
         else:
             ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **ray_logging(),
                      _node_ip_address="127.0.0.1")
+            private_token(Path.home() / ".ray" / "auth_token")
         self.started = True
 
     def resources(self) -> tuple[dict[str, float], str]:

@@ -80,8 +80,9 @@ def tune_trial(config: dict, *, storage: str, device: str, threads: int, spec: d
 
 
 def driver_callback(on_start: Callable[[str], None], on_complete: Callable[[str], None],
-                    on_error: Callable[[str], None]):
-    """A Tune callback in the driver, told each trial's fairsweep id as it starts, completes or fails."""
+                    on_error: Callable[[str, str], None]):
+    """A Tune callback in the driver, told each trial's fairsweep id as it starts, completes or fails (with
+    the error's last line, from the text file Tune writes: never its pickle)."""
     from ray import tune
 
     class DriverCallback(tune.Callback):
@@ -92,7 +93,11 @@ def driver_callback(on_start: Callable[[str], None], on_complete: Callable[[str]
             on_complete(trial.config["trial_id"])
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            on_error(trial.config["trial_id"])
+            try:
+                text = (trial.get_error() or "").strip().splitlines()
+            except OSError:  # unreadable (a full disk leaves it empty or missing)
+                text = []
+            on_error(trial.config["trial_id"], text[-1] if text else "the trial failed (Tune kept no error text)")
 
         def __reduce__(self):  # Tune pickles its run config; the driver-side state stays behind
             return (tune.Callback, ())
@@ -181,18 +186,23 @@ def run_tune(spec: Spec, storage: Path, searcher: Searcher, callback, interrupt:
             verbose=1 if verbose() else 0,
         ),
     )
-    # a trial stopped by an interrupt has no result files: Tune warns of each, of nothing a user acts on
-    quiet = logging.getLogger("ray.tune")
-    level = quiet.level
-    if interrupt is not None:
-        quiet.setLevel(logging.ERROR)
+    # Tune logs each trial's error with its traceback, each failed write to its state, and at an interrupt
+    # each stopped trial's missing result files: the driver says what failed, in a line per trial
+    quiet = [logging.getLogger(name) for name in ("ray.tune", "ray.train")]
+    levels = [logger.level for logger in quiet]
+    if not verbose():
+        for logger in quiet:
+            logger.setLevel(logging.CRITICAL)
     failures = {}
     try:
+        # Tune's result grid unpickles the error files (error.pkl) of the trials that failed: only those
+        # this very call wrote, in its own new experiment directory (see `name` above)
         for result in tuner.fit():
             if result.error is not None:
                 # a trial that failed before its trainable started has no config in its result
                 trial_id = (result.config or {}).get("trial_id")
                 failures[trial_id or f"<trial {len(failures)}>"] = one_line(result.error)
     finally:
-        quiet.setLevel(level)
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
     return failures
