@@ -105,6 +105,9 @@ DATA_NOT_FOUND = (
 CORRUPT_FILE = "dataset `{name}`: cannot read {path}: {reason}."
 CSV_MISSING_COLUMN = "dataset `{name}`: {path} has no column `{column}` (`{key}`); its columns are: {columns}."
 CSV_BAD_VALUE = "dataset `{name}`: {path}, line {line}, column `{column}`: {reason}, got {value!r}."
+CSV_OUTSIDE = ("the image resolves to {resolved}, outside the CSV's folder {folder}{also}; keep the images "
+               "inside it, or set `data.csv.allow_outside: true` (--set data.csv.allow_outside=true) to read them "
+               "from anywhere")
 STRATUM_TOO_SMALL = (
     "the samples with target `{target}` in group `{group}` number {count}; a stratified split needs at "
     "least 2 of every target and group combination. Use more data or a coarser target or group."
