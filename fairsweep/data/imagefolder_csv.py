@@ -51,6 +51,7 @@ class Row:
     targets=("target",),
     groups=("group",),
     files=FILES,
+    options=("image_size", "csv"),
 )
 def load_imagefolder_csv(cfg: DataConfig, cache: DataCache | None) -> Loaded:
     import torch
