@@ -98,6 +98,11 @@ DATA_ROOT_UNSET = (
     "`data.root`: dataset `{name}` loads from a local directory; set data.root (or --set data.root=DIR) "
     "or the environment variable {env}."
 )
+NO_SUCH_ATTRIBUTE = "`{key}`: {dataset} has no {what} attribute `{value}`{hint}; its {what} attributes: {valid}.{fix}"
+OWN_TEST_SET = "`{key}` is {value!r}, but {dataset} ships its own test set, which is the test split.{fix}"
+ADD_SET = " Add `--set {key}={value}`{also}."  # the fix of a `data` key that does not fit the dataset
+LEAVE_OUT_OF_GRID = " Leave it out of the grid."
+KEY_IGNORED = "note: `{key}` is read by {readers} only; {dataset} ignores it."
 DATA_NOT_FOUND = (
     "dataset `{name}`: {missing} not found in {searched}. It expects {expected}. It is published at "
     "{published}; fairsweep never downloads data."
@@ -108,6 +113,9 @@ GROUP_KEYS_COLLIDE = (
 CORRUPT_FILE = "dataset `{name}`: cannot read {path}: {reason}."
 CSV_MISSING_COLUMN = "dataset `{name}`: {path} has no column `{column}` (`{key}`); its columns are: {columns}."
 CSV_BAD_VALUE = "dataset `{name}`: {path}, line {line}, column `{column}`: {reason}, got {value!r}."
+CSV_OUTSIDE = ("the image resolves to {resolved}, outside the CSV's folder {folder}{also}; keep the images "
+               "inside it, or set `data.csv.allow_outside: true` (--set data.csv.allow_outside=true) to read them "
+               "from anywhere")
 STRATUM_TOO_SMALL = (
     "the samples with target `{target}` in group `{group}` number {count}; a stratified split needs at "
     "least 2 of every target and group combination. Use more data or a coarser target or group."
@@ -119,9 +127,14 @@ GROUP_TOO_SMALL = (
 )
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
+def closest(name: str, choices: Iterable[str]) -> str | None:
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean `{close[0]}`?)" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    close = closest(name, choices)
+    return f" (did you mean `{close}`?)" if close else ""
 
 
 def unknown_name(what: str, name: str, choices: Iterable[str]) -> str:

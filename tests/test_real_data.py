@@ -126,6 +126,58 @@ def test_csv_problems_name_the_column_and_line(real_data, tmp_path, edit, expect
     assert expect in str(info.value)
 
 
+def csv_pointing(real_data, tmp_path, how):
+    """The CSV fixture in tmp_path/mine with its first row's image moved to tmp_path/elsewhere (or, `inside`, to
+    mine/moved) and named `how` the CSV reaches it: `../` path, absolute path, a symlink in img/, `img/../`."""
+    data = csv_root(real_data, tmp_path, lambda lines: lines)
+    mine = Path(data["root"])
+    first = (mine / "labels.csv").read_text().splitlines()[1].split(",")[0]
+    target = (mine / "moved" if how.endswith("inside") else tmp_path / "elsewhere") / Path(first).name
+    target.parent.mkdir()
+    (mine / first).rename(target)
+    if how in ("symlink", "inside"):
+        (mine / first).symlink_to(target)  # the CSV is unchanged: its path is now a link
+        named = first
+    else:
+        named = {"dotdot": f"../elsewhere/{target.name}", "absolute": str(target),
+                 "dotdot_inside": f"img/../moved/{target.name}"}[how]
+    csv = mine / "labels.csv"
+    csv.write_text(csv.read_text().replace(first + ",", named + ",", 1))
+    return data, named, target
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_a_csv_image_outside_the_csvs_folder_is_refused_unless_allowed(real_data, tmp_path, how):
+    data, named, target = csv_pointing(real_data, tmp_path, how)
+    with pytest.raises(UserError) as info:
+        load_splits(DataConfig(**data), seed=0)
+    mine = Path(data["root"])
+    assert str(info.value) == (
+        f"dataset `imagefolder_csv`: {mine / 'labels.csv'}, line 2, column `file`: the image resolves to "
+        f"{target.resolve()}, outside the CSV's folder {mine.resolve()}; keep the images inside it, or set "
+        f"`data.csv.allow_outside: true` (--set data.csv.allow_outside=true) to read them from anywhere, got {named!r}.")
+    data["csv"]["allow_outside"] = True
+    loaded = dataset_info("imagefolder_csv").load(DataConfig(**data), None).data
+    assert torch.equal(loaded.x[0], real_data["imagefolder_csv"].x[0])  # line 2's image, read where it lies
+
+
+@pytest.mark.parametrize("how", ["inside", "dotdot_inside"])
+def test_a_csv_image_that_resolves_inside_the_csvs_folder_is_read(real_data, tmp_path, how):
+    data, _, _ = csv_pointing(real_data, tmp_path, how)
+    loaded = dataset_info("imagefolder_csv").load(DataConfig(**data), None).data
+    assert torch.equal(loaded.x, real_data["imagefolder_csv"].x)
+
+
+def test_every_line_outside_is_counted_in_the_one_paragraph(real_data, tmp_path):
+    data = csv_root(real_data, tmp_path, lambda lines: lines[:1] + ["../" + line for line in lines[1:]])
+    with pytest.raises(UserError) as info:
+        load_splits(DataConfig(**data), seed=0)
+    rows = len(real_data["imagefolder_csv"].y)
+    assert len(info.value.problems) == 1
+    assert "line 2, column `file`: the image resolves to" in str(info.value)
+    assert f"(as do {rows - 1} other line(s): 3, 4, 5, 6, 7, ...)" in str(info.value)
+
+
 def test_a_group_left_too_small_is_named_with_its_count(real_data):
     cfg = DataConfig(**real_data["cifar10"].data, imbalance={"minority_classes": [3], "minority_keep": 0.05})
     with pytest.raises(UserError) as info:
@@ -180,6 +232,20 @@ def test_cli_corrupt_image_is_named_and_nothing_runs(real_data, tmp_path, tiny_r
     assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
     assert f"dataset `utkface`: cannot read {broken}" in " ".join(result.stderr.split())
     assert not (tmp_path / "runs" / "stages").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_cli_an_image_outside_the_csvs_folder_is_status_2_before_any_work(real_data, tmp_path, tiny_raw):
+    data, named, _ = csv_pointing(real_data, tmp_path, "dotdot")
+    spec = spec_file(tmp_path, tiny_raw, data)
+    for command in ("validate", "run"):
+        result = cli(command, str(spec), "--storage", "runs", cwd=tmp_path)
+        text = " ".join(result.stderr.split())
+        assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+        assert "labels.csv, line 2, column `file`: the image resolves to" in text and named in text
+        assert "--set data.csv.allow_outside=true" in text
+    assert not (tmp_path / "runs" / "stages").exists() and not (tmp_path / "mlflow.db").exists()
+    result = cli("validate", str(spec), "--set", "data.csv.allow_outside=true", "--storage", "runs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
 
 
 def test_cli_unknown_group_value(real_data, tmp_path, tiny_raw):

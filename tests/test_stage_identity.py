@@ -42,6 +42,7 @@ REVIEWED = {
     "data.age_bins": ([0, 50], NONE),  # utkface's
     "data.csv.path": ("x.csv", NONE), "data.csv.file_column": ("f", NONE), "data.csv.target_column": ("t", NONE),
     "data.csv.group_column": ("g", NONE), "data.csv.classes": (["a"], NONE), "data.csv.groups": (["a"], NONE),
+    "data.csv.allow_outside": (True, NONE),  # a check only: the images it lets load are the same data
     "model.arch": ("mlp", "base"),
     "model.width": (8, "base"),
     "model.stem_relu": (True, NONE),  # small_cnn has no stem ReLU (the pre-flight rejects the key)

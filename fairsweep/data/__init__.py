@@ -138,6 +138,7 @@ class DatasetInfo:
     files: DataFiles | None = None  # None: embedded, ships with the package and needs no `data.root`
     test_fraction: float | None = 0.25  # default share held out for test; None: the publisher's test set
     default_imbalance: dict | None = None  # `data.imbalance` when the spec leaves the key out
+    options: tuple[str, ...] = ()  # the `data` keys of some datasets only that this one reads (`age_bins`)
 
     @property
     def embedded(self) -> bool:
@@ -149,14 +150,14 @@ DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 def register_dataset(name: str, *, description: str, targets: tuple[str, ...], groups: tuple[str, ...],
                      files: DataFiles | None = None, test_fraction: float | None = 0.25,
-                     default_imbalance: dict | None = None) -> Callable:
+                     default_imbalance: dict | None = None, options: tuple[str, ...] = ()) -> Callable:
     def wrap(load: Callable[[DataConfig, DataCache | None], Loaded]) -> Callable:
         @functools.wraps(load)
         def load_resolved(cfg: DataConfig, cache: DataCache | None) -> Loaded:  # a loader sees every default filled
             return load(resolve(cfg), cache)
 
         DATASETS.add(name, DatasetInfo(name, description, targets, groups, load_resolved, files, test_fraction,
-                                       default_imbalance))
+                                       default_imbalance, options))
         return load
 
     return wrap
@@ -182,7 +183,8 @@ def locate(cfg: DataConfig) -> Path:
 def resolve(cfg: DataConfig) -> DataConfig:
     """`cfg` with the dataset's defaults filled in: the target (its first target attribute), the group (the
     target where it is a group attribute, else the first), the imbalance (`default`: the dataset's own) and
-    the test fraction (None only for datasets that ship a test set). Assumes `data_problems(cfg)` is empty."""
+    the test fraction (None only for datasets that ship a test set). Assumes `checks.data_problems(cfg)` is
+    empty."""
     info = dataset_info(cfg.dataset)
     target = cfg.target or info.targets[0]
     group = cfg.group or (target if target in info.groups else info.groups[0])
@@ -190,30 +192,6 @@ def resolve(cfg: DataConfig) -> DataConfig:
     test_fraction = cfg.test_fraction if cfg.test_fraction is not None else info.test_fraction
     update = {"target": target, "group": group, "imbalance": imbalance, "test_fraction": test_fraction}
     return type(cfg).model_validate({**cfg.model_dump(mode="json"), **update})
-
-
-def data_problems(cfg: DataConfig, label=lambda key: f"data.{key}") -> list[str]:
-    """What is wrong with `cfg` given the dataset registry (the spec checks the rest). `label(key)` names
-    a key as the user wrote it (a grid's, say)."""
-    if cfg.dataset not in DATASETS.names():
-        return [errors.BAD_VALUE.format(key=label("dataset"), value=cfg.dataset,
-                                        reason=errors.unknown_name("dataset", cfg.dataset, list_datasets()))]
-    info = dataset_info(cfg.dataset)
-    problems = []
-    if cfg.target is not None and cfg.target not in info.targets:
-        problems.append(errors.BAD_VALUE.format(key=label("target"), value=cfg.target, reason=errors.unknown_name(
-            f"target attribute of {cfg.dataset}", cfg.target, info.targets)))
-    if cfg.group is not None and cfg.group not in info.groups:
-        problems.append(errors.BAD_VALUE.format(key=label("group"), value=cfg.group, reason=errors.unknown_name(
-            f"group attribute of {cfg.dataset}", cfg.group, info.groups)))
-    if cfg.test_fraction is not None and info.test_fraction is None:
-        problems.append(errors.BAD_VALUE.format(key=label("test_fraction"), value=cfg.test_fraction,
-                                                reason=f"{cfg.dataset} ships its own test set; leave test_fraction out"))
-    elif cfg.test_fraction is None and cfg.val_fraction + (info.test_fraction or 0.0) >= 1:
-        problems.append(errors.BAD_VALUE.format(
-            key=label("val_fraction"), value=cfg.val_fraction,
-            reason=f"with {cfg.dataset}'s test fraction {info.test_fraction}, val_fraction + test_fraction must be < 1"))
-    return problems
 
 
 def load_splits(cfg: DataConfig, seed: int, cache: DataCache | None = None) -> Splits:

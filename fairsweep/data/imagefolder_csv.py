@@ -3,7 +3,8 @@
     file,target,group
     img/0001.png,cat,indoor
 
-Column names and the CSV's path are `data.csv.*`; image paths are relative to the CSV's folder.
+Column names and the CSV's path are `data.csv.*`; image paths are relative to the CSV's folder, and
+must stay inside it (`..`, absolute paths and symlinks resolved) unless `data.csv.allow_outside`.
 Classes and groups are the values found (sorted), or the lists `data.csv.classes` /
 `data.csv.groups`, in which case any other value is an error naming its line.
 """
@@ -50,6 +51,7 @@ class Row:
     targets=("target",),
     groups=("group",),
     files=FILES,
+    options=("image_size", "csv"),
 )
 def load_imagefolder_csv(cfg: DataConfig, cache: DataCache | None) -> Loaded:
     import torch
@@ -60,6 +62,8 @@ def load_imagefolder_csv(cfg: DataConfig, cache: DataCache | None) -> Loaded:
     csv_path = folder / cfg.csv.path
     rows = read_rows(csv_path, cfg.csv)
     files = [csv_path.parent / row.file for row in rows]
+    if not cfg.csv.allow_outside:
+        check_inside(csv_path, rows, files, cfg.csv.file_column)
     for row, path in zip(rows, files):
         if not path.is_file():
             raise UserError(errors.CSV_BAD_VALUE.format(name=NAME, path=csv_path, line=row.line,
@@ -97,6 +101,30 @@ def read_rows(path: Path, cfg: CsvConfig) -> list[Row]:
                                                                 reason="empty cell", value=value))
             rows.append(Row(line, **values))
     return rows
+
+
+def check_inside(csv_path: Path, rows: list[Row], files: list[Path], column: str) -> None:
+    """Every image must resolve (symlinks followed) inside the CSV's folder: a `UserError` naming the first
+    line that does not, and how many others do not."""
+    folder = csv_path.parent.resolve()
+    outside = [(row, resolved) for row, path in zip(rows, files)
+               if (resolved := _resolved(path)) is not None and not resolved.is_relative_to(folder)]
+    if not outside:
+        return
+    (row, resolved), others = outside[0], [row.line for row, _ in outside[1:]]
+    also = (f" (as do {len(others)} other line(s): {', '.join(map(str, others[:5]))}{', ...' * (len(others) > 5)})"
+            if others else "")
+    raise UserError(errors.CSV_BAD_VALUE.format(
+        name=NAME, path=csv_path, line=row.line, column=column, value=row.file,
+        reason=errors.CSV_OUTSIDE.format(resolved=resolved, folder=folder, also=also)))
+
+
+def _resolved(path: Path) -> Path | None:
+    """`path` with symlinks and `..` resolved; None for a symlink loop (then no image file, said later)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
 
 
 def names_of(path: Path, rows: list[Row], field: str, column: str, declared: list[str] | None,

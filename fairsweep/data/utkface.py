@@ -45,6 +45,7 @@ SKIPPED = ("utkface: skipped {count} file(s) whose names are not [age]_[gender]_
     groups=ATTRIBUTES,
     files=FILES,
     test_fraction=0.2,
+    options=("age_bins", "image_size"),
 )
 def load_utkface(cfg: DataConfig, cache: DataCache | None) -> Loaded:
     import torch

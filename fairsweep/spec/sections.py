@@ -43,6 +43,8 @@ class CsvConfig(Section):
                                                                 "found, sorted (a value not listed is an error)")
     groups: list[str] | None = Field(default=None, description="group values in order; null: all found (a value "
                                                                "not listed is an error)")
+    allow_outside: bool = Field(default=False, description="let image paths resolve (`..`, absolute paths, "
+                                "symlinks) outside the CSV's folder; false: such a line is an error naming it")
 
 
 class DataConfig(Section):
@@ -245,8 +247,6 @@ class DiagnosticsConfig(Section):
         return self
 
 
-
-
 # The scalar metrics of a trial record that a search or a Pareto front can optimize; per-group keys
 # (`group_acc/<g>`) depend on the data and are left out.
 OBJECTIVE_METRICS = ("acc", "worst_group_acc", "acc_gap", "drop_gap_pct", "relu_count", "relu_fraction",
@@ -365,7 +365,9 @@ class Spec(Section):
 
     def content_hash(self) -> str:
         """Identity of what the sweep computes (resources and tracking do not change results)."""
-        content = self.model_dump(mode="json", exclude={"resources", "tracking"})
+        # data.csv.allow_outside only allows a check to pass: the data, when loaded, is the same
+        content = self.model_dump(mode="json", exclude={"resources": True, "tracking": True,
+                                                        "data": {"csv": {"allow_outside"}}})
         if content["sweep"]["search"] is None:
             del content["sweep"]["search"]
         else:  # raising n_trials continues the same search (its Optuna study and MLflow run)

@@ -1,9 +1,11 @@
 """Pre-flight: everything that can be known wrong before any training, reported together.
 
 In order: what every trial's spec names must exist (datasets, their attributes, architectures and
-their options: `check_spec`); then each data configuration is loaded (its files found, read and
-decoded into the cache once), its groups counted, the architecture checked against its inputs and
-each budget against the model's ReLUs, and Ray's resources against what a trial asks (`check_plan`).
+their options) and where a dataset's files must be (found, not read: `check_spec`), all reported at
+once, so that a dataset switched by `--set` learns in one go every key still to set; then each data
+configuration is loaded (its files read and decoded into the cache once), its groups counted, the
+architecture checked against its inputs and each budget against the model's ReLUs, and Ray's
+resources against what a trial asks (`check_plan`).
 A problem is named at the key the user wrote (`sweep.grid.model.arch` for a grid's value).
 """
 
@@ -17,8 +19,9 @@ from typing import Any
 import torch
 
 from fairsweep import errors
-from fairsweep.data import ContentDigests, data_problems, dataset_info, load_splits
+from fairsweep.data import ContentDigests, dataset_info, load_splits
 from fairsweep.data.cache import DataCache
+from fairsweep.data.checks import data_problems, ignored_keys
 from fairsweep.errors import UserError
 from fairsweep.linearize import count_relus, resolve_budget
 from fairsweep.linearize.deepreduce import enumerate_configurations
@@ -57,11 +60,12 @@ class Checked:
     data: list[DataSummary]
     digests: Any  # `ContentDigests`: each data configuration's content digest, for the trials still to come
     budgets: list[str] = field(default_factory=list)  # each budget as the ReLU count it resolves to
+    notes: list[str] = field(default_factory=list)  # on the spec, e.g. a data key its dataset ignores
 
     def lines(self) -> list[str]:
-        """What the check saw, for people: each data configuration's groups, then the budgets' counts."""
+        """What the check saw, for people: each data configuration's groups, the budgets' counts, the notes."""
         lines = [line for summary in self.data for line in summary.lines()]
-        return lines + (["budgets: " + ", ".join(self.budgets)] if self.budgets else [])
+        return lines + (["budgets: " + ", ".join(self.budgets)] if self.budgets else []) + self.notes
 
 
 def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | None, where: str = "this machine",
@@ -71,7 +75,7 @@ def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | No
     varied = "sweep.search.space" if spec.sweep.search is not None else "sweep.grid"
     if storage is not None and (problems := storage_problems(storage)):
         raise UserError(problems)
-    check_spec(spec, points if points is not None else spec.grid_points(), varied)
+    notes = check_spec(spec, points if points is not None else spec.grid_points(), varied)
     cache = DataCache(StageStore(storage).data_cache) if storage is not None else None
     digests = ContentDigests(file_cache=cache)
     if points is None:
@@ -82,7 +86,7 @@ def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | No
     data = check_plan(plan, resources, where, storage, budgets)
     lines = [f"{budget!r} → {count:,} of {total:,} ReLUs" + (f" ({arch})" if len({a for a, _ in budgets}) > 1 else "")
              for (arch, budget), (count, total) in budgets.items()]
-    return Checked(plan, data, digests, lines)
+    return Checked(plan, data, digests, lines, notes)
 
 
 def storage_problems(storage: Path) -> list[str]:
@@ -94,13 +98,17 @@ def storage_problems(storage: Path) -> list[str]:
     return [errors.STORAGE_NOT_USABLE.format(path=storage, reason=reason)] if reason else []
 
 
-def check_spec(spec: Spec, points: list[dict[str, Any]], varied: str = "sweep.grid") -> None:
+def check_spec(spec: Spec, points: list[dict[str, Any]], varied: str = "sweep.grid") -> list[str]:
     """What each trial's spec names must be registered: the dataset and its attributes, the architecture and
-    the options it is given. Every problem once, at the key the user wrote."""
+    the options it is given; a file-backed dataset's files must be found. Every problem once, at the key the
+    user wrote. Returns notes on the `data` keys set that a trial's dataset ignores."""
     problems: list[str] = []
+    notes: list[str] = []
     for values in points or [{}]:
         trial_spec = spec.with_values(values)
         problems.extend(data_problems(trial_spec.data, lambda key: key_label(values, f"data.{key}", varied)))
+        given = spec.data.model_fields_set | {key.split(".")[1] for key in values if key.startswith("data.")}
+        notes.extend(ignored_keys(trial_spec.data, given))
         model = trial_spec.model
         arch_key = key_label(values, "model.arch", varied)
         if model.arch not in list_models():
@@ -112,6 +120,7 @@ def check_spec(spec: Spec, points: list[dict[str, Any]], varied: str = "sweep.gr
             problems.extend([problem] if problem else [])
     if problems:
         raise UserError(list(dict.fromkeys(problems)))
+    return list(dict.fromkeys(notes))
 
 
 def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "this machine",
