@@ -21,6 +21,10 @@ class StageError(RuntimeError):
     """A stage could not produce its output (e.g. SNL never reached its budget)."""
 
 
+class DamagedFileWarning(UserWarning):
+    """A file of the storage could not be read (a kill or a power loss cut it short): moved aside, recomputed."""
+
+
 # Messages are written once here and asserted in tests.
 UNKNOWN_KEY = "unknown key `{key}`{hint}. Valid keys here: {valid}."
 UNKNOWN_NAME = "unknown {what} `{name}`{hint}. Available: {valid}."
@@ -110,6 +114,7 @@ DATA_NOT_FOUND = (
 GROUP_KEYS_COLLIDE = (
     "dataset `{name}`: groups {first!r} and {second!r} would share the MLflow key `{key}` (a name written like "
     "another's shortened key); rename one of them in the data.")
+DAMAGED_FILE = "{path} cannot be read ({reason}); moved it to {moved}, to be computed again."
 CORRUPT_FILE = "dataset `{name}`: cannot read {path}: {reason}."
 CSV_MISSING_COLUMN = "dataset `{name}`: {path} has no column `{column}` (`{key}`); its columns are: {columns}."
 CSV_BAD_VALUE = "dataset `{name}`: {path}, line {line}, column `{column}`: {reason}, got {value!r}."

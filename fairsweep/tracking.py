@@ -20,7 +20,7 @@ from fairsweep.errors import UserError, unwritable
 from fairsweep.metrics.values import safe_key
 from fairsweep.spec import Spec, load_spec, validate_spec
 from fairsweep.sweep.records import TrialRecord
-from fairsweep.sweep.store import StageStore
+from fairsweep.sweep.store import DamagedStage, StageStore
 
 ROLE_TAG = "fairsweep.role"
 SPEC_HASH_TAG = "fairsweep.spec_hash"
@@ -309,12 +309,18 @@ def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage
     store = StageStore(storage)
     curves: dict[str, list[float]] = {}
     for kind, stage in trial.stages.items():
-        if not store.has(stage):
-            continue
-        history = store.result(stage).history
+        try:
+            history = store.result(stage).history if store.has(stage) else []
+        except DamagedStage:  # the record holds the trial's numbers; only this stage's curves are lost
+            history = []
         for key in sorted({k for row in history for k in row} - {"epoch"}):
             curves[f"{kind}/{curve_key(key)}"] = [row.get(key, math.nan) for row in history]
-    model = store.load_model(trial.final) if trial.spec.tracking.log_models and store.has(trial.final) else None
+    model = None
+    if trial.spec.tracking.log_models and store.has(trial.final):
+        try:
+            model = store.load_model(trial.final)
+        except DamagedStage:  # logged without its model rather than never
+            model = None
     return tracker.log_trial(parent, record, curves, model)
 
 

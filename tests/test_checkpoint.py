@@ -3,6 +3,7 @@ to the next trainer, which resumes it from that checkpoint; the stage and the tr
 equal those of an uninterrupted run (CPU), for every kind of training stage."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from fairsweep.errors import DamagedFileWarning
 from fairsweep.spec import validate_spec
 from fairsweep.sweep.plan import make_plan
 from fairsweep.sweep.store import StageStore
@@ -88,6 +90,30 @@ def test_a_stage_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(t
     assert result.model_copy(update={"resumed_from_epoch": None}) == StageStore(tmp_path / "uninterrupted").result(stage)
     for key, tensor in StageStore(tmp_path / "uninterrupted").load(stage).state.items():
         assert torch.equal(store.load(stage).state[key], tensor), key
+
+
+def test_a_checkpoint_cut_short_after_a_kill_is_moved_aside_and_the_stage_trains_from_the_start(tmp_path, tiny_raw):
+    raw = {**tiny_raw, "diagnostics": NO_DIAGNOSTICS}  # base: 3 epochs, killed after the second
+    trial = make_plan(validate_spec(raw)).trials[0]
+    stage = trial.stages["base"]
+    torch.set_num_threads(1)
+    uninterrupted = run_trial(trial, StageStore(tmp_path / "uninterrupted"))
+
+    store = StageStore(tmp_path / "killed")
+    child = subprocess.run([sys.executable, "-c", DIE_AFTER_CHECKPOINT, json.dumps(raw), str(store.root), "base", "2"],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    checkpoint = store.root / "checkpoints" / f"{stage.id}.pt"
+    cut = checkpoint.read_bytes()[: checkpoint.stat().st_size // 2]  # what a kill mid-write left, unsynced
+    checkpoint.write_bytes(cut)
+
+    with pytest.warns(DamagedFileWarning, match=re.escape(f"{checkpoint} cannot be read")):
+        resumed = run_trial(trial, store)
+    assert resumed.metrics == uninterrupted.metrics and store.result(stage).resumed_from_epoch is None
+    for key, tensor in StageStore(tmp_path / "uninterrupted").load(stage).state.items():
+        assert torch.equal(store.load(stage).state[key], tensor), key
+    [moved] = (store.root / "damaged" / "checkpoints").iterdir()
+    assert moved.name.startswith(checkpoint.name + ".") and moved.read_bytes() == cut
 
 
 def test_checkpoint_every_sets_the_cadence_and_zero_turns_checkpoints_off(tmp_path, tiny_raw):

@@ -3,6 +3,7 @@ stratified splits, the decode cache), the file-backed ones on fixtures in their 
 
 import copy
 import os
+import re
 import shutil
 import sys
 
@@ -11,6 +12,7 @@ import torch
 
 from fairsweep.data import dataset_info, list_datasets, load_splits
 from fairsweep.data.cache import DataCache
+from fairsweep.errors import DamagedFileWarning
 from fairsweep.spec import DataConfig, validate_spec
 
 
@@ -170,6 +172,23 @@ def test_a_changed_source_file_invalidates_the_cache(name, real_data, tmp_path, 
     assert len(calls) == 2 and len(list((tmp_path / "cache").glob(f"{name}-*.pt"))) == 2  # a new fingerprint
     load_splits(cfg, 0, cache)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("name", FILE_BACKED)
+def test_a_truncated_cache_entry_is_moved_aside_and_decoded_again(name, real_data, tmp_path, monkeypatch):
+    calls, cache = counting(monkeypatch, name), DataCache(tmp_path / "data-cache")
+    cfg = config(name, real_data)
+    whole = load_splits(cfg, 0, cache)
+    [entry] = (tmp_path / "data-cache").glob(f"{name}-*.pt")
+    cut = entry.read_bytes()[: entry.stat().st_size // 2]  # what a power loss mid-write left
+    entry.write_bytes(cut)
+    with pytest.warns(DamagedFileWarning, match=re.escape(f"{entry} cannot be read")):
+        again = load_splits(cfg, 0, cache)
+    assert len(calls) == 2 and torch.equal(again.train.x, whole.train.x) and torch.equal(again.test.g, whole.test.g)
+    [moved] = (tmp_path / "damaged" / "data-cache").iterdir()  # beside the cache, in the storage
+    assert moved.name.startswith(entry.name + ".") and moved.read_bytes() == cut
+    load_splits(cfg, 0, cache)
+    assert len(calls) == 2  # the entry decoded again is whole
 
 
 def test_toy2d_has_a_small_minority_beyond_a_nonlinear_boundary():

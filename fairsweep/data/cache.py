@@ -13,6 +13,9 @@ a fresh download or extraction, a copy without preserved times) changes its size
 Moving the whole dataset keeps its fingerprint, since paths are relative. An edit made to keep
 size and mtime unchanged would go unnoticed: delete `<storage>/data-cache/` after such surgery.
 
+An entry that cannot be read (cut short by a power loss before writes were fsynced, a disk's fault) is
+moved to `<storage>/damaged/data-cache/`, with a warning naming it, and decoded again.
+
 The same directory memoizes what is computed from data rather than decoded from files (`memo`):
 the embedded `digits` array and each seed's stratified split, keyed by hashes of their inputs.
 The driver computes them while it checks the plan, so the trials' workers read them instead of
@@ -28,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fairsweep.files import file_lock, write_atomic
+from fairsweep.files import file_lock, move_aside, unreadable, write_atomic
 
 CACHE_FORMAT = 1  # bump when a decoder changes what it stores
 Decoded = dict[str, Any]  # tensors, plus JSON-able values (names, counts)
@@ -67,22 +70,32 @@ class DataCache:
         return self._get_or_compute(self.path(name, digest.hexdigest()[:20]), compute)
 
     def _get_or_compute(self, path: Path, compute: Callable[[], Decoded]) -> Decoded:
-        if path.is_file():
-            return self._read(path)
+        cached = self._read(path)
+        if cached is not None:
+            return cached
         with file_lock(self.root / "locks" / f"{path.stem}.lock"):
-            if path.is_file():  # computed by another process while we waited
-                return self._read(path)
+            cached = self._read(path, under_lock=True)
+            if cached is not None:  # computed by another process while we waited
+                return cached
             result = compute()
             import torch
 
             write_atomic(path, lambda tmp: torch.save(result, tmp))
             return result
 
-    @staticmethod
-    def _read(path: Path) -> Decoded:
+    def _read(self, path: Path, under_lock: bool = False) -> Decoded | None:
+        """The entry at `path`; None if there is none or it cannot be read. A damaged entry is moved aside
+        only `under_lock` (the entry's), lest it be the whole one another process has just written."""
         import torch
 
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated zip: RuntimeError, OSError (EINVAL), EOFError, UnpicklingError
+            if under_lock:
+                move_aside(path, self.root.parent, unreadable(exc))
+            return None
 
 
 def get_or_decode(cache: DataCache | None, dataset: str, folder: Path, files: list[Path],

@@ -23,7 +23,7 @@ from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial, probe_points
 from fairsweep.sweep.preflight import preflight
 from fairsweep.sweep.progress import Progress
 from fairsweep.sweep.ray_session import RaySession, one_line
-from fairsweep.sweep.records import TrialRecord, read_trial_record, trial_record_path, write_trial_record
+from fairsweep.sweep.records import TrialRecord, read_trial_record, trial_record_path, update_trial_metrics
 from fairsweep.sweep.results import records_frame, results_table
 
 
@@ -120,10 +120,11 @@ class SweepDriver:
             record = self._finish(trial_id)
             if record is None:
                 return
-            for kind, trained in record.trained.items():
+            attempt = record.last_attempt()  # this sweep's run (another driver's measured it, if it came first)
+            for kind, trained in attempt.trained.items():
                 self.outcome.trained[kind] += int(trained)
-            self.outcome.lock_wait += sum(record.lock_wait_s.values())
-        self.progress.trial_done(record.name, record.metrics, record.trained)
+            self.outcome.lock_wait += sum(attempt.lock_wait_s.values())
+        self.progress.trial_done(record.name, record.metrics, attempt.trained)
 
     def errored(self, trial_id: str, error: str) -> None:
         """A trial's attempt failed (Tune may retry it): its error is kept in case Tune cannot say it later."""
@@ -180,10 +181,7 @@ class SweepDriver:
             changed = {k: v for k, v in metrics.items() if repr(record.metrics.get(k)) != repr(v)}
             if changed:
                 record.metrics.update(changed)
-                stored = read_trial_record(self.storage, trial.id)
-                if stored is not None:
-                    stored.metrics.update(changed)
-                    write_trial_record(self.storage, stored)
+                update_trial_metrics(self.storage, trial.id, changed)
             if trial.id in self.logged:
                 self.tracking.log_missing_metrics(self.logged[trial.id], metrics)
 

@@ -1,6 +1,11 @@
 """The stage store: each stage's output (model state, typed result) under its content identity.
 
-A stage directory appears whole or not at all (written under tmp/, then renamed). Concurrent
+A stage directory appears whole or not at all (written under tmp/, every file fsynced, then renamed).
+Its `stage.json` names what it computes, who trained it (host, pid, Ray node, trial, time) and the size
+and sha256 of `model.pt` and `result.json`. `has` compares the sizes (what a kill or a power loss leaves
+is short; a stat per file, so `validate` counts hundreds of stages at once); loading checks the checksums
+too. A stage that cannot be read whole is moved to `<storage>/damaged/stages/<kind>/`, with a warning
+naming it, and trained again by whichever trial needs it. Concurrent
 trials that need the same missing stage serialize on a per-stage file lock: the first trains it,
 the others wait and then load it. A lock dies with its process, so a killed trainer's stage is
 taken over by the next trial that needs it; it resumes from the stage's last epoch checkpoint
@@ -10,25 +15,34 @@ from the stage alone (`load_model`): its result names the `create_model` argumen
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
-import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from fairsweep.files import file_lock
+from fairsweep.files import file_lock, fsync, move_aside, unreadable, write_synced
 from fairsweep.models import ModelArgs
 from fairsweep.sweep.plan import Stage
 from fairsweep.sweep.records import StageResult
 from fairsweep.train.checkpoint import EpochCheckpoint
 
 DATA_CACHE_DIR = "data-cache"  # decoded datasets, beside the stages
+STAGE_FILES = ("model.pt", "result.json")  # what stage.json holds the size and checksum of
+
+
+class DamagedStage(Exception):
+    """A stored stage that cannot be read whole; the message says which file and why."""
 
 
 @dataclass
@@ -59,14 +73,53 @@ class StageStore:
         return self.root / "checkpoints" / f"{stage.id}.pt"
 
     def has(self, stage: Stage) -> bool:
-        return (self.path(stage) / "result.json").is_file()
+        """Whether `stage` is stored whole, as its files' sizes tell (a stat per file: what a kill or a power
+        loss leaves is short); loading it checks the checksums too."""
+        try:
+            files = self._manifest(stage)
+        except DamagedStage:  # no stage.json (nothing stored), or a damaged one
+            return False
+        for name in STAGE_FILES:
+            path = self.path(stage) / name
+            if not path.is_file() or (files is not None and path.stat().st_size != files[name]["bytes"]):
+                return False
+        return True
+
+    def _manifest(self, stage: Stage) -> dict[str, dict[str, Any]] | None:
+        """stage.json's sizes and checksums of the stage's files (None: a stage stored before they were kept)."""
+        try:
+            files = json.loads((self.path(stage) / "stage.json").read_text()).get("files")
+            return None if files is None else {name: files[name] for name in STAGE_FILES}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DamagedStage(f"stage.json: {unreadable(exc)}") from None
+
+    def _read(self, stage: Stage, name: str) -> bytes:
+        """One of the stage's files, checked against stage.json's size and checksum; raises DamagedStage."""
+        files = self._manifest(stage)
+        try:
+            data = (self.path(stage) / name).read_bytes()
+        except OSError as exc:
+            raise DamagedStage(f"{name}: {unreadable(exc)}") from None
+        if files is not None and len(data) != files[name]["bytes"]:
+            raise DamagedStage(f"{name} has {len(data)} bytes, stage.json says {files[name]['bytes']}")
+        if files is not None and _sha256(data) != files[name]["sha256"]:
+            raise DamagedStage(f"{name}'s sha256 differs from the one stage.json holds")
+        return data
 
     def result(self, stage: Stage) -> StageResult:
         """The stored stage's result (history, summary numbers), without loading its model."""
-        return StageResult.model_validate(json.loads((self.path(stage) / "result.json").read_text()))
+        try:
+            return StageResult.model_validate(json.loads(self._read(stage, "result.json")))
+        except (ValueError, ValidationError) as exc:
+            raise DamagedStage(f"result.json: {unreadable(exc)}") from None
 
     def load(self, stage: Stage) -> StageOutput:
-        state = torch.load(self.path(stage) / "model.pt", map_location="cpu", weights_only=True)
+        """The stored stage's model state and result; raises DamagedStage if it cannot be read whole."""
+        data = self._read(stage, "model.pt")
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:  # a file of a stage stored before checksums: a truncated zip's error
+            raise DamagedStage(f"model.pt: {unreadable(exc)}") from None
         return StageOutput(state, self.result(stage), trained=False)
 
     def load_model(self, stage: Stage) -> nn.Module:
@@ -78,29 +131,49 @@ class StageStore:
         model.load_state_dict(output.state)
         return model.eval()
 
-    def get_or_build(self, stage: Stage, build: Callable[[], tuple[dict, StageResult]]) -> StageOutput:
-        """The stored output of `stage`, or `build()`'s, stored, if no trial has produced it yet."""
+    def get_or_build(self, stage: Stage, build: Callable[[], tuple[dict, StageResult]], trial: str | None = None,
+                     node: str | None = None) -> StageOutput:
+        """The stored output of `stage`, or `build()`'s, stored, if no trial has produced it yet (or what was
+        stored cannot be read whole: it is moved aside). `trial` and `node` (a Ray node id) name the trainer."""
         if self.has(stage):
-            return self.load(stage)
+            try:
+                return self.load(stage)
+            except DamagedStage:  # moved aside below, under the lock
+                pass
         asked = time.monotonic()
         with file_lock(self.root / "locks" / f"{stage.id}.lock"):
             waited = time.monotonic() - asked
-            if self.has(stage):  # built by another trial while we waited
-                return replace(self.load(stage), waited=waited)
+            if self.path(stage).exists():  # stored, or built by another trial while we waited
+                try:
+                    return replace(self.load(stage), waited=waited)
+                except DamagedStage as damage:
+                    move_aside(self.path(stage), self.root, str(damage))
             state, result = build()
-            self._write(stage, state, result)
+            self._write(stage, state, result, {"host": socket.gethostname(), "pid": os.getpid(), "node": node,
+                                               "trial": trial, "time": time.time()})
             return StageOutput(state, result, trained=True, waited=waited)
 
-    def _write(self, stage: Stage, state: dict, result: StageResult) -> None:
+    def _write(self, stage: Stage, state: dict, result: StageResult, trained_by: dict[str, Any]) -> None:
         tmp = self.root / "tmp" / f"{stage.id}.{uuid.uuid4().hex}"
         tmp.mkdir(parents=True)
-        torch.save(state, tmp / "model.pt")
-        (tmp / "stage.json").write_text(json.dumps({"kind": stage.kind, "id": stage.id, "config": stage.config,
-                                                   "parent": stage.parent.id if stage.parent else None}, indent=1))
-        (tmp / "result.json").write_text(json.dumps(result.model_dump(mode="python"), indent=1))
+        model = io.BytesIO()
+        torch.save(state, model)
+        contents = {"model.pt": model.getvalue(),
+                    "result.json": json.dumps(result.model_dump(mode="python"), indent=1).encode()}
+        for name, data in contents.items():
+            write_synced(tmp / name, data)
+        write_synced(tmp / "stage.json", json.dumps({
+            "kind": stage.kind, "id": stage.id, "config": stage.config,
+            "parent": stage.parent.id if stage.parent else None, "trained_by": trained_by,
+            "files": {name: {"bytes": len(data), "sha256": _sha256(data)} for name, data in contents.items()},
+        }, indent=1).encode())
+        fsync(tmp)
         final = self.path(stage)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # a half-written leftover cannot be here (rename is atomic); a stale dir can
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        os.rename(tmp, final)  # nothing is there: the caller holds the lock and moved any damaged stage aside
+        fsync(final.parent)
         self._checkpoint_path(stage).unlink(missing_ok=True)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

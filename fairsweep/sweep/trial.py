@@ -10,6 +10,7 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -51,8 +52,9 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | None = None) -> TrialRecord:
-    """Run (or reuse) the trial's stages, measure the final model, write and return the trial record.
-    `node` names where it runs (a Ray node id) for the record."""
+    """Run (or reuse) the trial's stages, measure the final model, write and return the trial record (a trial
+    recorded already keeps its record, and this run joins its later attempts). `node` names where it runs
+    (a Ray node id) for the record and the stages it trains."""
     started, clock = time.time(), time.perf_counter()
     spec = trial.spec
     every = spec.resources.checkpoint_every
@@ -85,7 +87,10 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
         history = stages.train_base(model, splits, spec, generator, checkpoint)
         return trained(trial.stages["base"], model, base_args, checkpoint, history=history)
 
-    outputs = {"base": store.get_or_build(trial.stages["base"], build_base)}
+    def stored(stage: Stage, build) -> StageOutput:
+        return store.get_or_build(stage, build, trial=trial.id, node=node)  # stage.json names its trainer
+
+    outputs = {"base": stored(trial.stages["base"], build_base)}
     base = model_of(outputs["base"])
 
     def build_linearize():
@@ -95,7 +100,7 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
         return trained(trial.stages["linearize"], done.model, done.model_args, checkpoint, history=done.history,
                        relu_count=count_relus(done.model, input_shape).total, selected=done.selected)
 
-    outputs["linearize"] = store.get_or_build(trial.stages["linearize"], build_linearize)
+    outputs["linearize"] = stored(trial.stages["linearize"], build_linearize)
 
     if "finetune" in trial.stages:
         def build_finetune():
@@ -107,7 +112,7 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
                                       generator, checkpoint)
             return trained(trial.stages["finetune"], student, args, checkpoint, history=history)
 
-        outputs["finetune"] = store.get_or_build(trial.stages["finetune"], build_finetune)
+        outputs["finetune"] = stored(trial.stages["finetune"], build_finetune)
     final_output = outputs[trial.final.kind]
     final = model_of(final_output)
 
@@ -116,7 +121,7 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
     base_relus = count_relus(base, input_shape).total
     distance = param_distance(final, base)
     metrics = trial_metrics(final_acc, base_acc, relus.total, base_relus, distance, splits.train.group_sizes())
-    metrics.update(_diagnostics(trial, store, base, final, splits, distance))
+    metrics.update(_diagnostics(trial, stored, base, final, splits, distance))
     record = TrialRecord(
         trial_id=trial.id, name=trial.name, values=trial.values, spec=spec.model_dump(mode="json"),
         stages={kind: stage.id for kind, stage in trial.stages.items()},
@@ -131,8 +136,8 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
     return record
 
 
-def _diagnostics(trial: Trial, store: StageStore, base: nn.Module, final: nn.Module, splits: Splits,
-                 distance: float) -> dict[str, float]:
+def _diagnostics(trial: Trial, stored: Callable[[Stage, Callable], StageOutput], base: nn.Module, final: nn.Module,
+                 splits: Splits, distance: float) -> dict[str, float]:
     """The final model's diagnostics and, against the base model's (measured once per base model and
     stored), the two sides of Theorem 4.4."""
     cfg = trial.spec.diagnostics
@@ -142,7 +147,7 @@ def _diagnostics(trial: Trial, store: StageStore, base: nn.Module, final: nn.Mod
     def measure_base():
         return {}, StageResult(diagnostics=diagnose(base, splits.test, cfg, trial.spec.seed).to_json())
 
-    base_diag = Diagnostics.from_json(store.get_or_build(trial.base_diagnostics, measure_base).result.diagnostics)
+    base_diag = Diagnostics.from_json(stored(trial.base_diagnostics, measure_base).result.diagnostics)
     final_diag = diagnose(final, splits.test, cfg, trial.spec.seed)
     metrics = {**final_diag.metrics(), **base_diag.metrics("base_")}
     if cfg.bound:

@@ -6,8 +6,11 @@ around the loop carries across epochs (registered with `carry`: `fit`'s history 
 weights, a mitigation's multipliers, SNL's λ, lowest count and history). Restored, training goes on
 as if it had never stopped: on the CPU, bit for bit.
 
-One file per stage, written atomically (a reader sees the previous checkpoint or the new one); only
-the holder of the stage's lock writes it, and the store deletes it once the stage is stored.
+One file per stage, written atomically and fsynced (a reader sees the previous checkpoint or the new one,
+even after a power loss); only the holder of the stage's lock writes it, and the store deletes it once the
+stage is stored. A checkpoint that cannot be read anyway (one cut short before writes were fsynced, a
+disk's fault) is moved to `damaged/` beside its folder (`<storage>/damaged/checkpoints/`), with a
+warning, and the stage trains from its first epoch.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fairsweep.files import write_atomic
+from fairsweep.files import move_aside, unreadable, write_atomic
 
 
 class EpochCheckpoint:
@@ -37,7 +40,11 @@ class EpochCheckpoint:
         """Load the last checkpoint, if any, into the objects given; returns the epochs it had done (0: none)."""
         if not self.path.is_file():
             return 0
-        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        try:  # read whole before anything is restored: a damaged checkpoint leaves the objects as they are
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated zip: RuntimeError, OSError (EINVAL), EOFError, UnpicklingError
+            move_aside(self.path, self.path.parent.parent, unreadable(exc))
+            return 0
         with torch.no_grad():  # in place: the optimizer holds these very parameters (a gate's load would replace it)
             for key, tensor in model.state_dict().items():
                 tensor.copy_(saved["model"][key])
