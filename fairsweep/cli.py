@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
+from fairsweep import errors
 from fairsweep.errors import USER_ERROR_EXIT, UserError
 
 INTERRUPTED_EXIT = 128  # + the signal's number, as a shell reports a process a signal ended
@@ -189,6 +190,35 @@ def datasets(root: Annotated[Optional[Path], typer.Option(
         console.print("Give a data root with --root DIR or the environment variable FAIRSWEEP_DATA.")
 
 
+@app.command("gc", cls=_Command)
+def collect_garbage(storage: StorageOpt = DEFAULT_STORAGE, dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="list what would be removed, remove nothing")] = False) -> None:
+    """Remove from the storage what no sweep on it refers to: stages, checkpoints, cache entries, Tune state."""
+    from fairsweep.sweep.gc import find_garbage, no_sweep_running, remove
+
+    if not storage.is_dir():
+        _fail(UserError(errors.STORAGE_NOT_USABLE.format(path=storage, reason=f"{storage} is not a directory")))
+    with no_sweep_running(storage) as alone:
+        if not alone and not dry_run:
+            _fail(UserError(errors.SWEEP_RUNNING.format(path=storage)))
+        garbage = find_garbage(storage)
+        table = Table("what", "count", "MiB")
+        for category, paths in garbage.paths.items():
+            table.add_row(category, str(len(paths)), f"{garbage.bytes(category) / 2**20:.1f}")
+        if dry_run:
+            for category, paths in garbage.paths.items():
+                for path in paths:
+                    console.print(f"{category}: {path}", highlight=False, soft_wrap=True)
+        console.print(table)
+        if not garbage.total:
+            console.print("nothing to remove: every stage, checkpoint and cache entry is referred to", highlight=False)
+        elif dry_run:
+            console.print(f"{garbage.total} item(s) would be removed (dry run: nothing removed)", highlight=False)
+        else:
+            remove(garbage)
+            console.print(f"removed {garbage.total} item(s); trial records are kept", highlight=False)
+
+
 @app.command(cls=_Command)
 def relus(
     arch: Annotated[str, typer.Argument(help="a registered architecture, e.g. resnet18")],
@@ -334,7 +364,8 @@ def _print_outcome(spec, outcome) -> None:
     if table is not None:
         metrics = [m for m in TABLE_METRICS if f"{m}_mean" in table.columns]
         keys = [c for c in table.columns if not any(c.startswith(m + "_") for m in metrics)]
-        view = Table(title=f"{spec.name}: mean ± std over seeds")
+        title, table = _screenful(table, spec.name, outcome.table_path)
+        view = Table(title=title)
         for header in (*keys, *metrics, "seeds"):  # a narrow terminal wraps a header, never cuts it short
             view.add_column(header, overflow="fold")
         show = _short if spec.sweep.search is not None else str  # searched values are long floats
@@ -360,6 +391,26 @@ def _print_outcome(spec, outcome) -> None:
     uri = spec.tracking.uri
     console.print(f"MLflow: experiment '{spec.experiment}', sweep run {outcome.parent_run_id}. View it with:\n"
                   f"  mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
+
+
+SCREEN_ROWS = 30  # a longer results table is summarised: its best and worst rows, and where the whole is
+
+
+def _screenful(table, name: str, path):
+    """The table's title and rows to print: all of them, or for a long table the `SCREEN_ROWS / 2` with the
+    highest and the lowest worst-group accuracy, said so in the title with where the whole table is."""
+    title = f"{name}: mean ± std over seeds"
+    if len(table) <= SCREEN_ROWS:
+        return title, table
+    rank = "worst_group_acc_mean" if "worst_group_acc_mean" in table else "acc_mean"
+    ordered = table.sort_values(rank, ascending=False, kind="stable")
+    half = SCREEN_ROWS // 2
+    import pandas as pd
+
+    shown = pd.concat([ordered.head(half), ordered.tail(half)])
+    whole = f"{path} (and results.csv in the sweep's MLflow run)" if path else "results.csv in the sweep's MLflow run"
+    return (f"{title}: the {half} rows with the highest and the {half} with the lowest {rank.removesuffix('_mean')} "
+            f"of {len(table):,}; the whole table is {whole}"), shown
 
 
 def _mean_std(mean: float, std: float, digits: int) -> str:

@@ -31,6 +31,8 @@ UNKNOWN_NAME = "unknown {what} `{name}`{hint}. Available: {valid}."
 BAD_VALUE = "`{key}`: {reason}, got {value!r}."
 SPEC_NOT_FOUND = "spec file not found: {path} (looked at {resolved})."
 SPEC_IS_DIRECTORY = "{path} is a directory, not a spec file; the specs in it: {specs}."
+SWEEP_RUNNING = ("a sweep is running on the storage {path}; `fairsweep gc` removes nothing while one runs (it "
+                 "could remove what the sweep is about to load). Run it once the sweep has ended, or with --dry-run.")
 STORAGE_NOT_USABLE = ("`--storage {path}`: {reason}; name a directory this process can write (it is created if "
                       "missing), e.g. --storage fairsweep-runs.")
 TRACKING_UNREACHABLE = ("`tracking.uri` {uri}: {reason}. Start the tracking server (`mlflow server --port {port}`), "

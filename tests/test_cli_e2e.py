@@ -317,6 +317,8 @@ def test_an_interrupted_sweep_says_so_keeps_what_finished_and_resumes_to_the_sam
             lines.append(line)
             if line.startswith("[1/4]"):
                 break
+        busy = fairsweep_cli("gc", "--storage", "runs", cwd=tmp_path)  # a running sweep's storage is left alone
+        assert busy.returncode == 2 and "a sweep is running on the storage" in " ".join(busy.stderr.split())
         os.killpg(driver.pid, signum) if to_group else driver.send_signal(signum)
         out, _ = driver.communicate(timeout=120)
     finally:

@@ -35,6 +35,9 @@ from fairsweep.files import file_lock, move_aside, unreadable, write_atomic
 
 CACHE_FORMAT = 1  # bump when a decoder changes what it stores
 Decoded = dict[str, Any]  # tensors, plus JSON-able values (names, counts)
+# The entries this process read or wrote, by file name: the driver's pre-flight touches every entry its
+# trials will read, and records them in the sweep's manifest, so that `fairsweep gc` keeps them.
+TOUCHED: set[str] = set()
 
 
 def fingerprint(dataset: str, folder: Path, files: list[Path], preprocessing: dict[str, Any]) -> str:
@@ -70,6 +73,7 @@ class DataCache:
         return self._get_or_compute(self.path(name, digest.hexdigest()[:20]), compute)
 
     def _get_or_compute(self, path: Path, compute: Callable[[], Decoded]) -> Decoded:
+        TOUCHED.add(path.name)
         cached = self._read(path)
         if cached is not None:
             return cached

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from fairsweep.data import cache as data_cache
+from fairsweep.files import write_atomic
 from fairsweep.metrics.mitigation import mitigation_metrics
 from fairsweep.spec import Spec
+from fairsweep.sweep.gc import sweep_running, write_manifest
 from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial, probe_points
 from fairsweep.sweep.preflight import preflight
 from fairsweep.sweep.progress import Progress
@@ -42,6 +45,7 @@ class SweepOutcome:
     seconds: float = 0.0
     interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the sweep before its end
     names: dict[str, str] = field(default_factory=dict)  # trial id -> name, of every trial the sweep met
+    table_path: Path | None = None  # the results table as CSV, every row
     stopped: str | None = None  # why the sweep ended before its end other than by a signal (a full disk, say)
 
     def failed_names(self) -> dict[str, str]:
@@ -214,7 +218,9 @@ def run_sweep(spec: Spec, storage: Path, tracking: Tracking, address: str | None
             plan = Plan(spec, [])
         if console is not None:
             console.print("\n".join(checked.lines()), highlight=False, soft_wrap=True)
-        return _run(spec, plan, storage, tracking, console, started, ray, checked.digests)
+        with sweep_running(storage):  # once pre-flight has found the storage usable
+            write_manifest(storage, spec.content_hash(), spec.name, plan, data_cache.TOUCHED)
+            return _run(spec, plan, storage, tracking, console, started, ray, checked.digests)
 
 
 def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, started: float, ray: RaySession,
@@ -268,9 +274,14 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
         outcome.stopped = outcome.stopped or stop_cause(exc, storage)
     if outcome.failed and outcome.stopped is None and (low := low_disk(storage)):
         outcome.stopped = f"trials failed with {low}"  # their errors rarely say so (torch: "unexpected pos")
+    if search is not None:  # the study's trials, known now
+        write_manifest(storage, spec.content_hash(), spec.name, outcome.plan, data_cache.TOUCHED)
     outcome.seconds = time.time() - started
     outcome.interrupted = interrupt.signum
     table = results_table(records_frame(outcome.records.values(), spec.sweep.varied_keys), spec.sweep.varied_keys)
+    if table is not None:  # the whole table, however long the printed one: beside the trial records
+        outcome.table_path = storage / "results" / f"{spec.name}-{spec.content_hash()[:12]}.csv"
+        write_atomic(outcome.table_path, lambda tmp: table.to_csv(tmp, index=False))
     summary = {"trials_finished": len(outcome.records), "trials_failed": len(outcome.failed),
                "wall_seconds": outcome.seconds, "lock_wait_seconds": outcome.lock_wait}
     summary.update({f"stages_trained/{k}": v for k, v in outcome.trained.items()})
