@@ -318,3 +318,64 @@ def test_a_seed_that_fails_fails_its_optuna_trial_and_the_next_is_asked(tmp_path
     # a failed trial does not count: re-running asks for a new one
     assert StudySearcher(open_study(spec, tmp_path), spec, ContentDigests(), lambda t: None, lambda t: read(t.id),
                          read).to_ask == 1
+
+
+# --- adaptive seeds ---------------------------------------------------------------------------------
+
+def test_could_reach_front_against_constructed_objectives():
+    from fairsweep.sweep.search import could_reach_front
+
+    higher = [True, False]  # acc: max, drop_gap_pct: min
+    strong = [[0.90, 10.0], [0.91, 11.0], [0.89, 9.0]]  # seed std 0.01 and 1
+    assert not could_reach_front([[0.50, 40.0]], [strong], higher)  # far behind on both, beyond any noise
+    assert could_reach_front([[0.885, 11.5]], [strong], higher)  # behind, but within two standard errors
+    assert could_reach_front([[0.50, 5.0]], [strong], higher)  # worse accuracy, a smaller gap: a trade-off
+    assert could_reach_front([[0.1, 90.0]], [[[0.9, 1.0]]], higher)  # no spread known yet: cannot tell
+    assert not could_reach_front([[0.80, 20.0], [0.81, 21.0], [0.79, 19.0]], [strong], higher)
+
+
+def test_adaptive_seeds_stop_a_hopeless_configuration_at_one_and_give_a_near_one_all(tmp_path):
+    """Three configurations of constructed objectives: two near each other (all 3 seeds each), then one
+    far behind (1 seed); the study is told the seed means and their count; a resumed search reruns nothing."""
+    from types import SimpleNamespace
+
+    spec = validate_spec(search_raw(n_trials=3, seeds_per_trial=3, seeds="adaptive", sampler="random"))
+    quality = {}  # Optuna's point -> (acc, drop_gap_pct) around which its seeds fall, by the order asked
+    centres = [(0.90, 10.0), (0.89, 10.5), (0.40, 60.0)]
+    records = {}
+
+    def record(trial):
+        return records.get(trial.id)
+
+    registered = []
+    searcher = StudySearcher(open_study(spec, tmp_path), spec, ContentDigests(), registered.append, record,
+                             lambda trial_id: records.get(trial_id))
+    handed = []
+    while (config := searcher.suggest(f"tune{len(handed)}")) not in (Searcher.FINISHED, None):
+        point = tuple(sorted((k, v) for k, v in config["values"].items() if k != "seed"))
+        acc, gap = centres[quality.setdefault(point, len(quality))]
+        seed = config["values"]["seed"]
+        noise = (-1, 1, 0)[seed % 3]
+        records[config["trial_id"]] = SimpleNamespace(metrics={"acc": acc + 0.01 * noise, "drop_gap_pct": gap + noise,
+                                                               "relu_count": 50.0})
+        searcher.on_trial_complete(f"tune{len(handed)}")
+        handed.append(config)
+    assert config == Searcher.FINISHED
+    seeds_run = {}
+    for config in handed:
+        point = tuple(sorted((k, v) for k, v in config["values"].items() if k != "seed"))
+        seeds_run[quality[point]] = seeds_run.get(quality[point], 0) + 1
+    assert seeds_run == {0: 3, 1: 3, 2: 1}
+    trials = optuna.load_study(study_name=study_name(spec), storage=study_url(tmp_path)).trials
+    assert [t.user_attrs["seeds"] for t in trials] == [3, 3, 1]
+    assert trials[2].values == pytest.approx([0.40 - 0.01, 60.0 - 1, 50.0])  # its one seed (0)
+    assert trials[0].values == pytest.approx([0.90, 10.0, 50.0])  # the mean of its three
+    # resumed with one more trial: the finished ones' seeds are adopted as they ran, none is handed out again
+    more = validate_spec(search_raw(n_trials=4, seeds_per_trial=3, seeds="adaptive", sampler="random"))
+    again_registered = []
+    again = StudySearcher(open_study(more, tmp_path), more, ContentDigests(), again_registered.append, record,
+                          lambda trial_id: records.get(trial_id))
+    again.adopt_finished()
+    assert [t.id for t in again_registered] == [c["trial_id"] for c in handed] and again.to_ask == 1
+    first = again.suggest("more0")
+    assert first["trial_id"] not in {c["trial_id"] for c in handed}

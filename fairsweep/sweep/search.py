@@ -11,6 +11,14 @@ Re-running the same command continues the study: it asks only for the trials sti
 `n_trials` finished ones, takes over the trials a killed driver left running (their seeds come from
 the stage store and the trial records, nothing is trained again), and new seeds of a configuration
 already evaluated are reused from the store as well.
+
+With `seeds: adaptive` a configuration runs one seed, and one more at a time, up to
+`seeds_per_trial`, only while it could still be on the Pareto front: its seed means, each objective
+moved `Z` standard errors towards better, must not be dominated by any other configuration's means
+moved `Z` standard errors towards worse (`could_reach_front`). A configuration's standard error is
+its seeds' std over √n; with one seed, the pooled std of the configurations that have several (none
+yet: it goes on). The study is told the seed means of the seeds that ran, their number in the
+trial's user attribute `seeds`.
 """
 
 from __future__ import annotations
@@ -32,6 +40,49 @@ from fairsweep.sweep.tune_backend import trial_config
 STUDY_FILE = "optuna.db"
 OPTUNA_DIRECTIONS = {"max": "maximize", "min": "minimize"}
 TRIAL_IDS_ATTR = "fairsweep_trial_ids"  # on each Optuna trial: its seeds' fairsweep trial ids
+SEEDS_ATTR = "seeds"  # on each Optuna trial told: how many seeds its values are the means of
+Z = 2.0  # standard errors of hope (and of doubt) in adaptive seeds
+
+
+def could_reach_front(candidate: list[list[float]], others: list[list[list[float]]], higher_better: list[bool],
+                      z: float = Z) -> bool:
+    """Whether a configuration (its seeds' objective vectors) could still be non-dominated: its means moved
+    `z` standard errors towards better are dominated by no other configuration's moved `z` towards worse."""
+    pooled = _pooled_std([candidate, *others])
+    sign = [1.0 if h else -1.0 for h in higher_better]
+
+    def bound(seeds: list[list[float]], towards: float) -> list[float]:
+        n = len(seeds)
+        out = []
+        for k, s in enumerate(sign):
+            values = [v[k] * s for v in seeds]
+            std = _std(values) if n > 1 else pooled[k]
+            out.append(sum(values) / n + towards * z * std / math.sqrt(n))
+        return out
+
+    hopeful = bound(candidate, +1.0)
+    if any(math.isnan(v) for v in hopeful):  # no spread known yet: cannot rule it out
+        return True
+    for other in others:
+        doubtful = bound(other, -1.0)
+        if all(d >= h for d, h in zip(doubtful, hopeful)) and any(d > h for d, h in zip(doubtful, hopeful)):
+            return False
+    return True
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _pooled_std(configurations: list[list[list[float]]]) -> list[float]:
+    """Per objective, the pooled seed std of the configurations with two seeds or more (NaN if none has)."""
+    several = [c for c in configurations if len(c) > 1]
+    if not several:
+        return [math.nan] * len(configurations[0][0])
+    dof = sum(len(c) - 1 for c in several)
+    return [math.sqrt(sum(_std([v[k] for v in c]) ** 2 * (len(c) - 1) for c in several) / dof)
+            for k in range(len(configurations[0][0]))]
 
 
 def study_url(storage: Path) -> str:
@@ -91,9 +142,11 @@ def objective_values(records: list[TrialRecord], objectives: dict[str, str]) -> 
 
 @dataclass
 class _OpenTrial:
-    """An Optuna trial waiting for its seeds: fairsweep trial id -> record (None: it failed)."""
+    """An Optuna trial waiting for its seeds: its candidate seeds' trials, how many are taken so far (all,
+    with fixed seeds), and fairsweep trial id -> record (None: it failed) of those that ended."""
 
-    trial_ids: list[str]
+    trials: list[Trial]
+    taken: int = 0
     records: dict[str, TrialRecord | None] = field(default_factory=dict)
 
 
@@ -116,7 +169,11 @@ class StudySearcher(Searcher):
         self.register, self.reuse, self.read_record = register, reuse, read_record
         self.distributions = {key: distribution(p) for key, p in self.search.space.items()}
         trials = study.get_trials(deepcopy=False)
-        self.finished = [t.params for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        self.adaptive = self.search.seeds == "adaptive"
+        self.higher_better = [d == "max" for d in self.search.objectives.values()]
+        self.values: dict[int, list[list[float]]] = {}  # Optuna number -> its seeds' objective vectors so far
+        self.optuna_ids = {t.number: t._trial_id for t in trials}  # number -> the storage's trial id
+        self.finished = [(t.number, t.params) for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         # a driver killed mid-search leaves its trials RUNNING: take them over
         self.to_resume = [(t.number, t.params) for t in trials if t.state == optuna.trial.TrialState.RUNNING]
         self.to_ask = max(0, self.search.n_trials - len(self.finished) - len(self.to_resume))
@@ -134,10 +191,14 @@ class StudySearcher(Searcher):
 
     def adopt_finished(self) -> None:
         """Bring the seeds of the study's finished trials into this run's results (none runs again)."""
-        for params in self.finished:
+        for number, params in self.finished:
             for trial in seed_trials(self.spec, params, self.digests):
+                if self.adaptive and self.read_record(trial.id) is None:
+                    break  # the seeds after those an adaptive search ran were never run
                 self.register(trial)
-                self.reuse(trial)
+                record = self.reuse(trial)
+                if record is not None:
+                    self._note(number, record)
 
     def suggest(self, trial_id: str) -> dict | str | None:
         while not self.queue and (self.to_resume or self.to_ask):
@@ -147,6 +208,7 @@ class StudySearcher(Searcher):
                 self.to_ask -= 1
                 asked = self.study.ask(self.distributions)
                 asked.set_user_attr(TRIAL_IDS_ATTR, [t.id for t in seed_trials(self.spec, asked.params, self.digests)])
+                self.optuna_ids[asked.number] = asked._trial_id
                 self._open(asked.number, asked.params)
         if not self.queue:
             return Searcher.FINISHED if not self.open else None  # None: wait for running seeds
@@ -157,7 +219,10 @@ class StudySearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number, fairsweep_id = self.dispatched.pop(trial_id)
-        self.open[number].records[fairsweep_id] = None if error else self.read_record(fairsweep_id)
+        record = None if error else self.read_record(fairsweep_id)
+        self.open[number].records[fairsweep_id] = record
+        if record is not None:
+            self._note(number, record)
         self._tell_if_complete(number)
 
     def __reduce__(self):  # Tune pickles its state; the study and the driver's callbacks stay behind
@@ -170,22 +235,38 @@ class StudySearcher(Searcher):
         """See `save`."""
 
     def _open(self, number: int, params: dict[str, Any]) -> None:
-        trials = seed_trials(self.spec, params, self.digests)
-        self.open[number] = _OpenTrial([t.id for t in trials])
-        for trial in trials:
+        entry = self.open[number] = _OpenTrial(seed_trials(self.spec, params, self.digests))
+        self._take(number, 1 if self.adaptive else len(entry.trials))
+        self._tell_if_complete(number)
+
+    def _take(self, number: int, count: int) -> None:
+        """The configuration's next `count` seeds: reused where a record exists, queued for Tune otherwise."""
+        entry = self.open[number]
+        for trial in entry.trials[entry.taken:entry.taken + count]:
+            entry.taken += 1
             self.register(trial)
             record = self.reuse(trial)
             if record is not None:
-                self.open[number].records[trial.id] = record
+                entry.records[trial.id] = record
+                self._note(number, record)
             else:
                 self.queue.append((number, trial))
-        self._tell_if_complete(number)
+
+    def _note(self, number: int, record: TrialRecord) -> None:
+        values = objective_values([record], self.search.objectives)
+        if values is not None:
+            self.values.setdefault(number, []).append(values)
 
     def _tell_if_complete(self, number: int) -> None:
         import optuna
 
         entry = self.open[number]
-        if len(entry.records) < len(entry.trial_ids):
+        while len(entry.records) == entry.taken < len(entry.trials) and None not in entry.records.values() \
+                and self.values.get(number) \
+                and could_reach_front(self.values[number], [v for n, v in self.values.items() if n != number and v],
+                                      self.higher_better):
+            self._take(number, 1)  # one more seed (perhaps stored already)
+        if len(entry.records) < entry.taken:
             return
         del self.open[number]
         records = list(entry.records.values())
@@ -193,6 +274,7 @@ class StudySearcher(Searcher):
         if values is None:
             self.study.tell(number, state=optuna.trial.TrialState.FAIL)
         else:
+            optuna.trial.Trial(self.study, self.optuna_ids[number]).set_user_attr(SEEDS_ATTR, len(records))
             self.study.tell(number, values)
 
 
