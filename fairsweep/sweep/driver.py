@@ -163,7 +163,8 @@ class SweepDriver:
             try:
                 self.logged[trial_id] = self.tracking.log_trial(self.outcome.parent_run_id, trial, record, self.storage)
             except Exception as exc:  # the trial's results are safe in the store; re-running logs them
-                self.outcome.failed[trial_id] = f"logging to MLflow failed: {exc}"
+                self.outcome.failed[trial_id] = (f"logging to MLflow failed ({one_line(exc)}); its results are kept "
+                                                 "in the storage and re-running the command logs them")
                 return None
         self.outcome.records[trial_id] = record
         return record
