@@ -379,3 +379,20 @@ def test_adaptive_seeds_stop_a_hopeless_configuration_at_one_and_give_a_near_one
     assert [t.id for t in again_registered] == [c["trial_id"] for c in handed] and again.to_ask == 1
     first = again.suggest("more0")
     assert first["trial_id"] not in {c["trial_id"] for c in handed}
+
+
+def test_an_interrupted_searcher_hands_out_nothing_more(tmp_path):
+    """The first Ctrl-C halts the searcher at once: Tune asks it again as a trial ends, before its stopper."""
+    from fairsweep.sweep.plan import make_plan
+    from fairsweep.sweep.tune_backend import PlanSearcher
+
+    grid = validate_spec({**copy.deepcopy(TINY), "sweep": {"grid": {"finetune.mu": [0.0, 0.01, 0.02]}}})
+    plan_searcher = PlanSearcher(make_plan(grid).trials)
+    assert plan_searcher.suggest("a") not in (Searcher.FINISHED, None)
+    plan_searcher.halt()
+    assert plan_searcher.suggest("b") == Searcher.FINISHED
+    spec = validate_spec(search_raw(n_trials=3))
+    read = read_record(tmp_path)
+    study = StudySearcher(open_study(spec, tmp_path), spec, ContentDigests(), lambda t: None, lambda t: read(t.id), read)
+    study.halt()
+    assert study.suggest("c") == Searcher.FINISHED and study.to_ask == 3  # nothing asked: the next run asks them

@@ -255,7 +255,12 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
         driver.progress = Progress(study.total_trials, already_done=driver.outcome.skipped, console=console,
                                    objectives=search.objectives)
         searcher = study if study.has_work else None
-    interrupt = Interrupt(on_first=lambda signum: driver.progress.interrupted(signum))
+    def on_first_signal(signum: int) -> None:
+        driver.progress.interrupted(signum)
+        if searcher is not None:  # Tune asks it again as soon as a trial ends, before it sees the stopper
+            searcher.halt()
+
+    interrupt = Interrupt(on_first=on_first_signal)
     outcome = driver.outcome
     if searcher is not None:
         ray.connect()

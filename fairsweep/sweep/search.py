@@ -183,6 +183,7 @@ class StudySearcher(Searcher):
         self.open: dict[int, _OpenTrial] = {}  # Optuna trial number -> its seeds' results
         self.dispatched: dict[str, tuple[int, str]] = {}  # Tune trial id -> (Optuna number, fairsweep id)
         self.handed_out: list[Trial] = []  # every fairsweep trial given to Tune
+        self.halted = False
 
     @property
     def has_work(self) -> bool:
@@ -200,7 +201,14 @@ class StudySearcher(Searcher):
                 if record is not None:
                     self._note(number, record)
 
+    def halt(self) -> None:
+        """Hand out no more seeds (from a signal handler: a flag); unfinished Optuna trials stay RUNNING, for
+        the next run to take over."""
+        self.halted = True
+
     def suggest(self, trial_id: str) -> dict | str | None:
+        if self.halted:
+            return Searcher.FINISHED
         while not self.queue and (self.to_resume or self.to_ask):
             if self.to_resume:
                 self._open(*self.to_resume.pop(0))

@@ -35,9 +35,14 @@ class PlanSearcher(Searcher):
     def __init__(self, trials: list[Trial]):
         super().__init__()
         self.queue = deque(trials)
+        self.halted = False  # set by an interrupt: hand out nothing more
+
+    def halt(self) -> None:
+        """Hand out no more trials (from a signal handler: a flag, read by the next `suggest`)."""
+        self.halted = True
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        return trial_config(self.queue.popleft()) if self.queue else Searcher.FINISHED
+        return trial_config(self.queue.popleft()) if self.queue and not self.halted else Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """The driver's callback logs each trial; nothing to learn from it here."""
