@@ -286,8 +286,12 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
     outcome.interrupted = interrupt.signum
     table = results_table(records_frame(outcome.records.values(), spec.sweep.varied_keys), spec.sweep.varied_keys)
     if table is not None:  # the whole table, however long the printed one: beside the trial records
-        outcome.table_path = storage / "results" / f"{spec.name}-{spec.content_hash()[:12]}.csv"
-        write_atomic(outcome.table_path, lambda tmp: table.to_csv(tmp, index=False))
+        path = storage / "results" / f"{spec.name}-{spec.content_hash()[:12]}.csv"
+        try:
+            write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
+            outcome.table_path = path
+        except OSError as exc:  # a full disk, say: the table is still printed and logged to MLflow
+            outcome.stopped = outcome.stopped or stop_cause(exc, storage)
     summary = {"trials_finished": len(outcome.records), "trials_failed": len(outcome.failed),
                "wall_seconds": outcome.seconds, "lock_wait_seconds": outcome.lock_wait}
     summary.update({f"stages_trained/{k}": v for k, v in outcome.trained.items()})
