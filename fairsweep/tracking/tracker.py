@@ -1,85 +1,23 @@
-"""Everything MLflow: one experiment per sweep name, a parent run per sweep, a child run per trial
-with its parameters (flat dotted keys), metrics, per-epoch curves and its final model.
-
-Only the sweep driver talks to MLflow, so the embedded SQLite store never sees concurrent writers.
-A child run is marked FINISHED only after everything of it is logged; an unfinished one left by a
-killed driver is deleted and logged again, so a resumed sweep never holds duplicate trial runs.
-"""
+"""`Tracker`: the one MLflow client of a sweep's experiment, its parent run and its trial runs."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from fairsweep import __version__, errors
-from fairsweep.errors import UserError, unwritable
-from fairsweep.metrics.values import safe_key
-from fairsweep.spec import Spec, load_spec, validate_spec
+from fairsweep import __version__
 from fairsweep.sweep.records import TrialRecord
-from fairsweep.sweep.store import DamagedStage, StageStore
+from fairsweep.tracking.content import flatten, group_size_metrics
+from fairsweep.tracking.stores import absolute_uri
 
 ROLE_TAG = "fairsweep.role"
 SPEC_HASH_TAG = "fairsweep.spec_hash"
 TRIAL_TAG = "fairsweep.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 
-# No usage reports sent from the sweeps (as Ray's usage stats): MLflow reads this when it is first
-# imported, which in fairsweep happens only in this module, after this line.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
 RUNS_PAGE = 1000  # runs per MLflow search (a server caps a page; more are fetched page by page)
-
-
-def absolute_uri(uri: str) -> str:
-    """A relative SQLite store (`sqlite:///mlflow.db`) made absolute against the working directory now.
-
-    MLflow keeps one store per URI for the life of the process, so a relative one would otherwise stay
-    bound to whichever directory it was first used in.
-    """
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
-        return prefix + str(Path(uri[len(prefix):]).expanduser().resolve())
-    return uri
-
-
-def tracking_problems(uri: str, timeout: float = 3.0) -> list[str]:
-    """What would make logging to `uri` fail, found in a few seconds before any training: a tracking
-    server that does not answer, a SQLite database in a directory that cannot be written."""
-    import socket
-    from urllib.parse import urlparse
-
-    parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        try:
-            socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout).close()
-        except OSError as exc:
-            reason = f"nothing answers at {parsed.hostname}:{port} ({exc.strerror or exc})"
-            return [errors.TRACKING_UNREACHABLE.format(uri=uri, reason=reason, port=port)]
-    elif uri.startswith("sqlite:///") and ":memory:" not in uri:
-        database = Path(absolute_uri(uri)[len("sqlite:///"):])
-        if database.is_dir():
-            return [errors.TRACKING_NOT_WRITABLE.format(uri=uri, reason=f"{database} is a directory")]
-        if reason := unwritable(database.parent):
-            return [errors.TRACKING_NOT_WRITABLE.format(uri=uri, reason=reason)]
-    return []
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists and None become their JSON text."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, dotted + "."))
-        else:
-            out[dotted] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
-    return out
 
 
 class Tracker:
@@ -255,17 +193,6 @@ class Tracker:
             self.client.log_batch(run_id, params=items[start:start + 100])
 
 
-def experiment_names(uri: str) -> list[str]:
-    from mlflow.tracking import MlflowClient
-
-    return [exp.name for exp in MlflowClient(absolute_uri(uri)).search_experiments()]
-
-
-def group_size_metrics(group_sizes: dict[str, dict[str, int]]) -> dict[str, int]:
-    """`group_size/<split>/<g>`: the samples of each group in each split (the paper prints them)."""
-    return {f"group_size/{split}/{safe_key(g)}": n for split, sizes in group_sizes.items() for g, n in sizes.items()}
-
-
 def _now_ms() -> int:
     import time
 
@@ -275,93 +202,3 @@ def _now_ms() -> int:
 def _finite_or_nan(value: Any) -> float:
     value = float(value)
     return value if math.isfinite(value) else math.nan
-
-
-class SweepTracking:
-    """The sweep driver's MLflow (`fairsweep.sweep.driver.Tracking`): the spec's experiment at its tracking
-    URI, opened when the driver asks (on a thread of its own, while Ray starts)."""
-
-    def __init__(self, uri: str, experiment: str):
-        self.uri, self.experiment = uri, experiment
-        self.tracker: Tracker | None = None
-
-    @classmethod
-    def of(cls, spec) -> SweepTracking:
-        return cls(spec.tracking.uri, spec.experiment)
-
-    def open_sweep(self, spec, num_trials: int) -> tuple[str, dict[str, str]]:
-        self.tracker = Tracker(self.uri, self.experiment)
-        parent = self.tracker.sweep_run(spec, num_trials)
-        return parent, self.tracker.finished_trials(parent)
-
-    def log_trial(self, parent_id: str, trial, record: TrialRecord, storage: Path) -> str:
-        return log_trial(self.tracker, parent_id, trial, record, storage)
-
-    def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
-        self.tracker.log_missing_metrics(run_id, metrics)
-
-    def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], status: str) -> None:
-        self.tracker.finish_sweep(run_id, table_csv, summary, status)
-
-
-def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage: Path) -> str:
-    """Log a finished trial with its stages' curves (`<kind>/<key>`, one point per epoch) and its final model."""
-    store = StageStore(storage)
-    curves: dict[str, list[float]] = {}
-    for kind, stage in trial.stages.items():
-        try:
-            history = store.result(stage).history if store.has(stage) else []
-        except DamagedStage:  # the record holds the trial's numbers; only this stage's curves are lost
-            history = []
-        for key in sorted({k for row in history for k in row} - {"epoch"}):
-            curves[f"{kind}/{curve_key(key)}"] = [row.get(key, math.nan) for row in history]
-    model = None
-    if trial.spec.tracking.log_models and store.has(trial.final):
-        try:
-            model = store.load_model(trial.final)
-        except DamagedStage:  # logged without its model rather than never
-            model = None
-    return tracker.log_trial(parent, record, curves, model)
-
-
-def curve_key(key: str) -> str:
-    """A stage history's key as an MLflow key: a per-group curve (`multiplier/<group>`) with the group's key."""
-    head, slash, group = key.partition("/")
-    return f"{head}/{safe_key(group)}" if slash else key
-
-
-@dataclass
-class SweepRuns:
-    """A finished (or partly finished) sweep as MLflow holds it."""
-
-    spec: Spec
-    parent_run_id: str
-    runs: list[dict]  # its finished trial runs: {"run_id", "params", "metrics"}
-    tracker: Tracker
-
-
-def sweep_runs(target: str, overrides: list[str], tracking_uri: str) -> SweepRuns:
-    """The sweep of a spec file (its MLflow parent run, by content hash), or the latest sweep of an
-    MLflow experiment named `target` in the store at `tracking_uri`."""
-
-    is_spec = Path(target).expanduser().is_file() or target.endswith((".yaml", ".yml"))
-    if is_spec:
-        spec = load_spec(target, overrides)
-        uri, experiment, what = spec.tracking.uri, spec.experiment, f"spec {target}"
-    else:
-        uri, experiment, what = tracking_uri, target, f"experiment `{target}`"
-    names = experiment_names(uri)
-    if experiment not in names:
-        if is_spec or not names:
-            raise UserError(errors.NO_SWEEP_RUN.format(what=what, uri=uri))
-        raise UserError(errors.unknown_name("MLflow experiment", target, names) + " (or give a spec file)")
-    tracker = Tracker(uri, experiment)
-    parent = tracker.find_sweep_run(spec) if is_spec else tracker.latest_sweep_run()
-    if parent is None:
-        raise UserError(errors.NO_SWEEP_RUN.format(what=what, uri=uri))
-    if not is_spec:
-        spec = validate_spec(tracker.sweep_spec(parent))
-    runs = tracker.trial_runs(parent)
-    if not runs:
-        raise UserError(errors.NO_FINISHED_TRIALS.format(what=what, uri=uri))
-    return SweepRuns(spec, parent, runs, tracker)
