@@ -138,7 +138,7 @@ def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAG
         parsed = load_spec(spec, set_ or [])
         if problems := tracking_problems(parsed.tracking.uri):
             raise UserError(problems)
-        outcome = run_sweep(parsed, storage, SweepTracking.of(parsed), address=address, console=console)
+        outcome = run_sweep(parsed, storage, SweepTracking.of(parsed, spec), address=address, console=console)
     except UserError as exc:
         _fail(exc)
     except KeyboardInterrupt:  # a second Ctrl-C (or one before the trials start)

@@ -1,7 +1,20 @@
-"""The MLflow side on its own: a sweep's runs are read page by page, so none is lost past one page."""
+"""The MLflow side on its own: a sweep's runs are read page by page, so none is lost past one page; what each
+run holds (its source, its stages' durations, its dataset, the params that apply to it)."""
 
-from fairsweep.metrics.values import safe_key
-from fairsweep.tracking import PARENT_TAG, ROLE_TAG, TRIAL_TAG, Tracker, curve_key
+import copy
+import subprocess
+import time
+
+import pytest
+
+from conftest import TINY
+from fairsweep import __version__
+from fairsweep.metrics.values import GroupMetrics, safe_key
+from fairsweep.spec import validate_spec
+from fairsweep.sweep.plan import make_plan
+from fairsweep.sweep.records import Timing, TrialRecord, Worker
+from fairsweep.tracking import PARENT_TAG, ROLE_TAG, TRIAL_TAG, SweepTracking, Tracker, curve_key
+from fairsweep.tracking.source import GIT_DIRTY_TAG, source_tags
 
 
 def test_child_runs_are_read_past_one_page_and_only_finished_trials_count(tmp_path):
@@ -47,3 +60,72 @@ def test_the_ray_token_is_made_readable_by_its_owner_only(tmp_path):
     private_token(token)
     assert token.stat().st_mode & 0o777 == 0o600
     private_token(tmp_path / "missing")  # no token: nothing to do, no error
+
+
+# --- what a sweep's runs hold --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    """One MLflow database for the tests below (each logs to an experiment of its own): its tables are built once."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    Tracker(uri, "setup")
+    return uri
+
+
+@pytest.fixture(scope="module")
+def plan():
+    """A tiny grid of two trials (µ 0 and 0.01) on digits; nothing is trained, the records are made up."""
+    raw = copy.deepcopy(TINY)
+    raw["sweep"] = {"grid": {"seed": [0], "linearize.budget": [0.05], "finetune.mu": [0.0, 0.01]}}
+    return make_plan(validate_spec(raw))
+
+
+def finished(trial, **changes) -> TrialRecord:
+    """A record as the trial's worker writes it (its numbers made up)."""
+    accuracy = GroupMetrics(0.9, {"0": 0.95, "1": 0.85}, {"0": 20, "1": 5})
+    record = TrialRecord(
+        trial_id=trial.id, name=trial.name, values=trial.values, spec=trial.spec.model_dump(mode="json"),
+        stages={kind: stage.id for kind, stage in trial.stages.items()}, trained={k: True for k in trial.stages},
+        lock_wait_s={k: 0.0 for k in trial.stages}, worker=Worker(host="here", pid=1),
+        timing=Timing(started=time.time() - 60, seconds=42.0), metrics={"acc": 0.9, "worst_group_acc": 0.85},
+        accuracy={"base": accuracy, "final": accuracy},
+        group_sizes={"train": {"0": 80, "1": 20}, "val": {"0": 10, "1": 3}, "test": {"0": 20, "1": 5}},
+        input_shape=[1, 8, 8], num_classes=10, relu_sites={}, model={})
+    return record.model_copy(update=changes)
+
+
+def git(repo, *args) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", "-c",
+                           "commit.gpgsign=false", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_every_run_of_a_sweep_names_its_spec_file_its_commit_and_the_fairsweep_version(tmp_path, mlflow_uri, plan,
+                                                                                        monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    spec_file = repo / "sweep.yaml"
+    spec_file.write_text("name: tiny\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "sweep.yaml")
+    git(repo, "commit", "-qm", "the spec")
+    tracking = SweepTracking(mlflow_uri, "source", spec_file)
+    parent, _ = tracking.open_sweep(plan.spec, len(plan.trials))
+    child = tracking.log_trial(parent, plan.trials[0], finished(plan.trials[0]), tmp_path / "runs")
+    for run_id in (parent, child):
+        tags = tracking.tracker.client.get_run(run_id).data.tags
+        assert tags["mlflow.source.git.commit"] == git(repo, "rev-parse", "HEAD") and len(tags["mlflow.source.git.commit"]) == 40
+        assert tags["fairsweep.git.dirty"] == "false" and tags["fairsweep.version"] == __version__
+        assert tags["mlflow.source.name"] == str(spec_file) and tags["mlflow.source.type"] == "LOCAL"
+    (repo / "untracked.txt").write_text("runs/, mlflow.db: not what ran")
+    assert source_tags(spec_file)[GIT_DIRTY_TAG] == "false"
+    spec_file.write_text("name: changed\n")  # a tracked file changed: the commit is not what ran
+    assert source_tags(spec_file)[GIT_DIRTY_TAG] == "true"
+    git(repo, "commit", "-qam", "changed")
+    (repo / "new.yaml").write_text("name: new\n")  # a spec the commit does not hold
+    assert source_tags(repo / "new.yaml")[GIT_DIRTY_TAG] == "true"
+    outside = tmp_path / "outside.yaml"  # in no repository: no commit, the rest as ever
+    assert source_tags(outside) == {"fairsweep.version": __version__, "mlflow.source.type": "LOCAL",
+                                    "mlflow.source.name": str(outside)}
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    assert "mlflow.source.git.commit" not in source_tags(spec_file)

@@ -12,6 +12,7 @@ from fairsweep.spec import Spec, load_spec, validate_spec
 from fairsweep.sweep.records import TrialRecord
 from fairsweep.sweep.store import DamagedStage, StageStore
 from fairsweep.tracking.content import curve_key
+from fairsweep.tracking.source import source_tags
 from fairsweep.tracking.stores import experiment_names
 from fairsweep.tracking.tracker import Tracker
 
@@ -20,21 +21,24 @@ class SweepTracking:
     """The sweep driver's MLflow (`fairsweep.sweep.driver.Tracking`): the spec's experiment at its tracking
     URI, opened when the driver asks (on a thread of its own, while Ray starts)."""
 
-    def __init__(self, uri: str, experiment: str):
-        self.uri, self.experiment = uri, experiment
+    def __init__(self, uri: str, experiment: str, spec_file: str | Path | None = None):
+        self.uri, self.experiment, self.spec_file = uri, experiment, spec_file
         self.tracker: Tracker | None = None
+        self.source: dict[str, str] = {}  # every run's source tags (`source_tags`), once the sweep is open
 
     @classmethod
-    def of(cls, spec) -> SweepTracking:
-        return cls(spec.tracking.uri, spec.experiment)
+    def of(cls, spec, spec_file: str | Path | None = None) -> SweepTracking:
+        """The tracking of a sweep of `spec`, read from `spec_file` (its runs' source; None: none)."""
+        return cls(spec.tracking.uri, spec.experiment, spec_file)
 
     def open_sweep(self, spec, num_trials: int) -> tuple[str, dict[str, str]]:
+        self.source = source_tags(self.spec_file)
         self.tracker = Tracker(self.uri, self.experiment)
-        parent = self.tracker.sweep_run(spec, num_trials)
+        parent = self.tracker.sweep_run(spec, num_trials, self.source)
         return parent, self.tracker.finished_trials(parent)
 
     def log_trial(self, parent_id: str, trial, record: TrialRecord, storage: Path) -> str:
-        return log_trial(self.tracker, parent_id, trial, record, storage)
+        return log_trial(self.tracker, parent_id, trial, record, storage, self.source)
 
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         self.tracker.log_missing_metrics(run_id, metrics)
@@ -43,7 +47,8 @@ class SweepTracking:
         self.tracker.finish_sweep(run_id, table_csv, summary, status)
 
 
-def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage: Path) -> str:
+def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage: Path,
+              source: dict[str, str] | None = None) -> str:
     """Log a finished trial with its stages' curves (`<kind>/<key>`, one point per epoch) and its final model."""
     store = StageStore(storage)
     curves: dict[str, list[float]] = {}
@@ -60,7 +65,7 @@ def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage
             model = store.load_model(trial.final)
         except DamagedStage:  # logged without its model rather than never
             model = None
-    return tracker.log_trial(parent, record, curves, model)
+    return tracker.log_trial(parent, record, curves, model, source)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any
 from fairsweep import __version__
 from fairsweep.sweep.records import TrialRecord
 from fairsweep.tracking.content import flatten, group_size_metrics
+from fairsweep.tracking.source import VERSION_TAG
 from fairsweep.tracking.stores import absolute_uri
 
 ROLE_TAG = "fairsweep.role"
@@ -69,15 +70,18 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/spec.json")
 
-    def sweep_run(self, spec, num_trials: int) -> str:
-        """The parent run of this spec: the one a previous run of the same spec made, or a new one."""
+    def sweep_run(self, spec, num_trials: int, source: dict[str, str] | None = None) -> str:
+        """The parent run of this spec: the one a previous run of the same spec made, or a new one. Its
+        `source` tags (`source.source_tags`) are this invocation's."""
         spec_hash = spec.content_hash()
         run_id = self.find_sweep_run(spec)
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
+            for key, value in (source or {}).items():
+                self.client.set_tag(run_id, key, value)
             return run_id
         run = self.client.create_run(self.experiment_id, run_name=spec.name, tags={
-            ROLE_TAG: "sweep", SPEC_HASH_TAG: spec_hash, "fairsweep.version": __version__})
+            ROLE_TAG: "sweep", SPEC_HASH_TAG: spec_hash, VERSION_TAG: __version__, **(source or {})})
         params = flatten(spec.model_dump(mode="json", exclude={"sweep"}))
         params.update({f"sweep.grid.{k}": json.dumps(v) for k, v in spec.sweep.grid.items()})
         if spec.sweep.search is not None:
@@ -135,12 +139,13 @@ class Tracker:
         self.client.log_dict(run_id, summary, "pareto/front.json")
         self.client.log_artifact(run_id, str(plot), "pareto")
 
-    def log_trial(self, parent_id: str, record: TrialRecord, curves: dict[str, list[float]], model=None) -> str:
-        """A child run with the trial's params, metrics, curves (metric histories) and model."""
+    def log_trial(self, parent_id: str, record: TrialRecord, curves: dict[str, list[float]], model=None,
+                  source: dict[str, str] | None = None) -> str:
+        """A child run with the trial's params, metrics, curves (metric histories), model and `source` tags."""
         import mlflow
         from mlflow.entities import Metric
 
-        tags = {PARENT_TAG: parent_id, TRIAL_TAG: record.trial_id, ROLE_TAG: "trial"}
+        tags = {**(source or {}), PARENT_TAG: parent_id, TRIAL_TAG: record.trial_id, ROLE_TAG: "trial"}
         tags.update({f"fairsweep.stage.{kind}": stage_id for kind, stage_id in record.stages.items()})
         # the run's times are the trial's own (when it trained, for how long), not when the driver logged it
         start_ms = int(record.timing.started * 1000)
