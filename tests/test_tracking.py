@@ -129,3 +129,20 @@ def test_every_run_of_a_sweep_names_its_spec_file_its_commit_and_the_fairsweep_v
                                     "mlflow.source.name": str(outside)}
     monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
     assert "mlflow.source.git.commit" not in source_tags(spec_file)
+
+
+def test_a_trial_run_has_the_seconds_of_each_stage_it_trained(tmp_path, mlflow_uri, plan):
+    tracking = SweepTracking(mlflow_uri, "stage-seconds")
+    parent, _ = tracking.open_sweep(plan.spec, len(plan.trials))
+    seconds = {"base": 3.5, "linearize": 12.25, "finetune": 4.0}
+    first = tracking.log_trial(parent, plan.trials[0], finished(plan.trials[0], stage_seconds=seconds), tmp_path)
+    reused = finished(plan.trials[1], trained={"base": False, "linearize": False, "finetune": True},
+                      stage_seconds={"finetune": 4.5})
+    second = tracking.log_trial(parent, plan.trials[1], reused, tmp_path)
+    metrics = {run_id: {k: v for k, v in tracking.tracker.client.get_run(run_id).data.metrics.items()
+                        if k.startswith("stage_seconds/")} for run_id in (first, second)}
+    assert metrics[first] == {f"stage_seconds/{kind}": s for kind, s in seconds.items()}
+    assert metrics[second] == {"stage_seconds/finetune": 4.5}  # the stages it reused: none of their seconds
+    older = finished(plan.trials[0]).to_json()
+    del older["stage_seconds"]  # a record of the same format written before them reads, without them
+    assert TrialRecord.model_validate(older).stage_seconds == {}

@@ -171,6 +171,8 @@ class Tracker:
             now = _now_ms()
             metrics = [Metric(k, _finite_or_nan(v), now, 0, model_id=model_id) for k, v in record.metrics.items()]
             metrics.append(Metric("trial_seconds", float(record.timing.seconds), now, 0))
+            metrics.extend(Metric(f"stage_seconds/{kind}", float(seconds), now, 0)  # the stages it trained
+                           for kind, seconds in record.stage_seconds.items())
             metrics.extend(Metric(k, float(v), now, 0) for k, v in group_size_metrics(record.group_sizes).items())
             for key, values in curves.items():
                 metrics.extend(Metric(key, _finite_or_nan(v), now, step) for step, v in enumerate(values))
