@@ -2,6 +2,7 @@
 run holds (its source, its stages' durations, its dataset, the params that apply to it)."""
 
 import copy
+import json
 import subprocess
 import time
 
@@ -14,6 +15,7 @@ from fairsweep.spec import validate_spec
 from fairsweep.sweep.plan import make_plan
 from fairsweep.sweep.records import Timing, TrialRecord, Worker
 from fairsweep.tracking import PARENT_TAG, ROLE_TAG, TRIAL_TAG, SweepTracking, Tracker, curve_key
+from fairsweep.tracking.content import dataset_inputs
 from fairsweep.tracking.source import GIT_DIRTY_TAG, source_tags
 
 
@@ -146,3 +148,36 @@ def test_a_trial_run_has_the_seconds_of_each_stage_it_trained(tmp_path, mlflow_u
     older = finished(plan.trials[0]).to_json()
     del older["stage_seconds"]  # a record of the same format written before them reads, without them
     assert TrialRecord.model_validate(older).stage_seconds == {}
+
+
+def test_a_trial_run_has_its_splits_as_datasets_with_their_group_sizes(tmp_path, mlflow_uri, plan):
+    tracking = SweepTracking(mlflow_uri, "datasets")
+    parent, _ = tracking.open_sweep(plan.spec, len(plan.trials))
+    runs = [tracking.log_trial(parent, trial, finished(trial), tmp_path) for trial in plan.trials]
+    inputs = [tracking.tracker.client.get_run(run_id).inputs.dataset_inputs for run_id in runs]
+    by_context = {i.tags[0].value: i.dataset for i in inputs[0]}
+    assert sorted(by_context) == ["test", "train", "val"] and all(i.tags[0].key == "mlflow.data.context"
+                                                                   for i in inputs[0])
+    record = finished(plan.trials[0])
+    for split, dataset in by_context.items():
+        assert dataset.name == "digits" and dataset.digest.startswith(plan.trials[0].data_digest + "-")
+        assert json.loads(dataset.source) == {"dataset": "digits"} and dataset.source_type == "fairsweep"
+        profile = json.loads(dataset.profile)
+        assert profile["group_sizes"] == record.group_sizes[split] and profile["group"] == "class"
+        assert profile["num_rows"] == sum(record.group_sizes[split].values())
+    assert len({d.digest for d in by_context.values()}) == 3  # three datasets, not one seen thrice
+    # the µ twin trains on the same splits: the same datasets; another seed draws other splits
+    assert {(i.dataset.digest, i.tags[0].value) for i in inputs[1]} == {(d.digest, c) for c, d in by_context.items()}
+    reseeded = dataset_inputs(plan.trials[0].spec.model_copy(update={"seed": 1}), plan.trials[0].data_digest,
+                              record.group_sizes)
+    assert not {i.dataset.digest for i in reseeded} & {d.digest for d in by_context.values()}
+
+
+def test_a_file_datasets_source_names_its_root(tmp_path, monkeypatch):
+    spec = validate_spec({"name": "faces", "data": {"dataset": "utkface", "root": str(tmp_path / "faces")}})
+    [train] = dataset_inputs(spec, "0123456789abcdef", {"train": {"a": 3, "b": 4}})
+    assert json.loads(train.dataset.source) == {"dataset": "utkface", "root": str(tmp_path / "faces")}
+    monkeypatch.setenv("FAIRSWEEP_DATA", str(tmp_path / "data"))  # no data.root: the environment's
+    [train] = dataset_inputs(spec.model_copy(update={"data": spec.data.model_copy(update={"root": None})}),
+                             "0123456789abcdef", {"train": {"a": 3}})
+    assert json.loads(train.dataset.source)["root"] == str(tmp_path / "data")

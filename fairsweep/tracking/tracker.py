@@ -140,8 +140,9 @@ class Tracker:
         self.client.log_artifact(run_id, str(plot), "pareto")
 
     def log_trial(self, parent_id: str, record: TrialRecord, curves: dict[str, list[float]], model=None,
-                  source: dict[str, str] | None = None) -> str:
-        """A child run with the trial's params, metrics, curves (metric histories), model and `source` tags."""
+                  source: dict[str, str] | None = None, datasets: list | None = None) -> str:
+        """A child run with the trial's params, metrics, curves (metric histories), model, `source` tags and
+        `datasets` (`content.dataset_inputs`)."""
         import mlflow
         from mlflow.entities import Metric
 
@@ -156,6 +157,8 @@ class Tracker:
         params = flatten(spec)
         params.update(flatten(record.linearization, "linearize.selected."))
         self._log_params(run_id, params)
+        if datasets:
+            self.client.log_inputs(run_id, datasets=datasets)
         with mlflow.start_run(run_id=run_id):  # leaving the block marks the run FINISHED, last
             model_id = None
             if model is not None:
