@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import TINY
+from conftest import TINY, read_transaction_held
 from fairsweep import __version__
 from fairsweep.metrics.values import GroupMetrics, safe_key
 from fairsweep.spec import validate_spec
@@ -181,3 +181,14 @@ def test_a_file_datasets_source_names_its_root(tmp_path, monkeypatch):
     [train] = dataset_inputs(spec.model_copy(update={"data": spec.data.model_copy(update={"root": None})}),
                              "0123456789abcdef", {"train": {"a": 3}})
     assert json.loads(train.dataset.source)["root"] == str(tmp_path / "data")
+
+
+def test_a_reader_holding_the_database_does_not_stop_a_trial_being_logged(tmp_path, plan):
+    """`mlflow ui` on the sweep's database, a read transaction held open: the trial is logged at once, not
+    after the reader lets go (nor failed with "database is locked" once MLflow's 20 s busy timeout passed)."""
+    tracking = SweepTracking(f"sqlite:///{tmp_path}/mlflow.db", "reader")
+    parent, _ = tracking.open_sweep(plan.spec, len(plan.trials))
+    with read_transaction_held(tmp_path / "mlflow.db") as held:
+        run_id = tracking.log_trial(parent, plan.trials[0], finished(plan.trials[0]), tmp_path)
+        assert held()  # logged while the reader held its transaction
+    assert tracking.tracker.client.get_run(run_id).info.status == "FINISHED"

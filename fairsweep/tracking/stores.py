@@ -21,6 +21,13 @@ def absolute_uri(uri: str) -> str:
     return uri
 
 
+def embedded_database(uri: str) -> Path | None:
+    """The file of an embedded SQLite store (`sqlite:///mlflow.db`), absolute; None for any other store."""
+    if uri.startswith("sqlite:///") and ":memory:" not in uri:
+        return Path(absolute_uri(uri)[len("sqlite:///"):])
+    return None
+
+
 def tracking_problems(uri: str, timeout: float = 3.0) -> list[str]:
     """What would make logging to `uri` fail, found in a few seconds before any training: a tracking
     server that does not answer, a SQLite database in a directory that cannot be written."""
@@ -35,8 +42,7 @@ def tracking_problems(uri: str, timeout: float = 3.0) -> list[str]:
         except OSError as exc:
             reason = f"nothing answers at {parsed.hostname}:{port} ({exc.strerror or exc})"
             return [errors.TRACKING_UNREACHABLE.format(uri=uri, reason=reason, port=port)]
-    elif uri.startswith("sqlite:///") and ":memory:" not in uri:
-        database = Path(absolute_uri(uri)[len("sqlite:///"):])
+    elif (database := embedded_database(uri)) is not None:
         if database.is_dir():
             return [errors.TRACKING_NOT_WRITABLE.format(uri=uri, reason=f"{database} is a directory")]
         if reason := unwritable(database.parent):

@@ -8,10 +8,11 @@ import os
 from typing import Any
 
 from fairsweep import __version__
+from fairsweep.files import sqlite_wal
 from fairsweep.sweep.records import TrialRecord
 from fairsweep.tracking.content import flatten, group_size_metrics
 from fairsweep.tracking.source import VERSION_TAG
-from fairsweep.tracking.stores import absolute_uri
+from fairsweep.tracking.stores import absolute_uri, embedded_database
 
 ROLE_TAG = "fairsweep.role"
 SPEC_HASH_TAG = "fairsweep.spec_hash"
@@ -38,6 +39,8 @@ class Tracker:
                 logging.getLogger(name).setLevel(logging.WARNING)
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model read
         uri = absolute_uri(uri)
+        if (database := embedded_database(uri)) is not None:  # before MLflow opens it
+            sqlite_wal(database)  # `mlflow ui` reading it while a sweep runs never stops the sweep's logging
         mlflow.set_tracking_uri(uri)
         self.uri = uri
         self.client = MlflowClient(uri)
