@@ -12,10 +12,10 @@ from conftest import TINY, read_transaction_held
 from fairsweep import __version__
 from fairsweep.metrics.values import GroupMetrics, safe_key
 from fairsweep.spec import validate_spec
-from fairsweep.sweep.plan import make_plan
+from fairsweep.sweep.plan import Trial, make_plan, resolve_spec
 from fairsweep.sweep.records import Timing, TrialRecord, Worker
 from fairsweep.tracking import PARENT_TAG, ROLE_TAG, TRIAL_TAG, SweepTracking, Tracker, curve_key
-from fairsweep.tracking.content import dataset_inputs
+from fairsweep.tracking.content import dataset_inputs, sweep_params, trial_params
 from fairsweep.tracking.source import GIT_DIRTY_TAG, source_tags
 
 
@@ -192,3 +192,44 @@ def test_a_reader_holding_the_database_does_not_stop_a_trial_being_logged(tmp_pa
         run_id = tracking.log_trial(parent, plan.trials[0], finished(plan.trials[0]), tmp_path)
         assert held()  # logged while the reader held its transaction
     assert tracking.tracker.client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_trial_run_is_named_by_what_varies_most_and_has_only_the_params_that_apply(tmp_path, mlflow_uri, plan):
+    trial = plan.trials[1]
+    assert trial.name == "seed=0,budget=0.05,mu=0.01"  # progress lines, tables: the grid's order
+    assert trial.run_name == "mu=0.01,budget=0.05,seed=0"  # the runs list: µ, the budget, the seed last
+    tracking = SweepTracking(mlflow_uri, "params")
+    parent, _ = tracking.open_sweep(plan.spec, len(plan.trials))
+    run = tracking.tracker.client.get_run(tracking.log_trial(parent, trial, finished(trial), tmp_path))
+    assert run.info.run_name == "mu=0.01,budget=0.05,seed=0"
+    params = run.data.params
+    assert {"seed", "linearize.budget", "finetune.mu", "linearize.snl.lambda_init", "data.dataset"} <= set(params)
+    assert params["finetune.mu"] == "0.01" and params["linearize.method"] == "snl"
+    unread = [k for k in params if k.startswith(("linearize.deepreduce.", "linearize.random", "data.age_bins",
+                                                 "data.image_size", "data.csv.", "data.root", "sweep."))]
+    assert unread == [] and "null" not in params.values()
+    sweep = tracking.tracker.client.get_run(parent).data.params  # the grid's values, not the spec's overridden one
+    assert sweep["sweep.grid.finetune.mu"] == "[0.0, 0.01]" and "finetune.mu" not in sweep and "seed" not in sweep
+    assert "linearize.snl.lr" in sweep and not any(k.startswith("linearize.deepreduce.") for k in sweep)
+
+
+def test_params_that_apply_follow_the_method_and_the_dataset():
+    def trial(raw, values=None):
+        spec = resolve_spec(validate_spec({"name": "t", **raw}).with_values(values or {}))
+        return Trial(spec, values or {}, "0123456789abcdef")
+
+    deepreduce = trial_params(trial({"linearize": {"method": "deepreduce"}}), {"width_factor": 0.5})
+    assert "linearize.deepreduce.width_factors" in deepreduce and deepreduce["linearize.selected.width_factor"] == 0.5
+    assert not any(k.startswith(("linearize.snl.", "linearize.random")) for k in deepreduce)
+    # no finetune stage: DeepReDuce's training reads µ and the mitigation, no other finetune key
+    assert sorted(k for k in deepreduce if k.startswith("finetune.")) == ["finetune.mitigation", "finetune.mu"]
+    chained = trial_params(trial({"linearize": {"method": "deepreduce", "deepreduce": {"finetune": True}}}), {})
+    assert "finetune.epochs" in chained
+    faces = trial_params(trial({"data": {"dataset": "utkface", "root": "/data/faces"}}), {})
+    assert faces["data.age_bins"] == "[2, 13, 18, 65]" and faces["data.image_size"] == 32
+    assert faces["data.root"] == "/data/faces" and not any(k.startswith("data.csv.") for k in faces)
+    varied_null = trial_params(trial({}, {"data.imbalance": None, "seed": 1}), {})
+    assert varied_null["data.imbalance"] == "null" and varied_null["seed"] == 1  # a varied value, whatever it is
+    both = sweep_params(validate_spec({"name": "t", "sweep": {"grid": {"linearize.method": ["snl", "deepreduce"]}}}), 2)
+    assert "linearize.snl.lr" in both and "linearize.deepreduce.lr" in both and "linearize.method" not in both
+    assert not any(k.startswith("linearize.random") for k in both)

@@ -1,5 +1,5 @@
-"""What a run holds besides MLflow's own bookkeeping: the spec as flat dotted params, the group sizes,
-the curves' keys, the trial's dataset as MLflow dataset inputs."""
+"""What a run holds besides MLflow's own bookkeeping: the spec as flat dotted params (those that apply to
+the run), the group sizes, the curves' keys, the trial's dataset as MLflow dataset inputs."""
 
 from __future__ import annotations
 
@@ -7,24 +7,88 @@ import hashlib
 import json
 from typing import Any
 
-from fairsweep.data import dataset_info, data_root
+from fairsweep.data import data_root, dataset_info
+from fairsweep.data.checks import option_readers
 from fairsweep.errors import UserError
 from fairsweep.metrics.values import safe_key
-from fairsweep.spec import Spec
+from fairsweep.spec import LINEARIZATION_METHODS, Spec
+from fairsweep.sweep.plan import Trial, has_finetune_stage
 
 DATASET_SOURCE_TYPE = "fairsweep"  # a dataset of the registry: {"dataset": name, "root": dir for file datasets}
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists and None become their JSON text."""
+    """{"a": {"b": 1, "c": None, "d": {}}} -> {"a.b": 1}: None and {} set nothing and are left out; lists
+    become their JSON text."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             out.update(flatten(value, dotted + "."))
-        else:
-            out[dotted] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+        elif value is not None:
+            out[dotted] = param_value(value)
     return out
+
+
+def param_value(value: Any) -> Any:
+    """A value as an MLflow param: scalars as they are, anything else (a list, None) as its JSON text."""
+    return value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+
+
+def trial_params(trial: Trial, linearization: dict[str, Any]) -> dict[str, Any]:
+    """A trial run's params: the keys of its (resolved) spec that apply to it, its varied values whatever they
+    are, and what its linearization selected (`linearize.selected.*`, DeepReDuce's). Left out: the sections of
+    the other linearization methods, the `data` keys only other datasets read (`data.root` of an embedded
+    one), the finetuning recipe of a DeepReDuce trial without a finetune stage (its µ and mitigation drive
+    DeepReDuce's training and stay), keys set to null, and the sweep section."""
+    spec = trial.spec
+    tree = spec.model_dump(mode="json", exclude={"sweep"})
+    _drop_unread(tree, {spec.linearize.method}, {spec.data.dataset})
+    if not has_finetune_stage(spec):
+        tree["finetune"] = {key: tree["finetune"][key] for key in ("mu", "mitigation")}
+    params = flatten(tree)
+    params.update({key: param_value(value) for key, value in trial.values.items()})
+    params.update(flatten(linearization, "linearize.selected."))
+    return params
+
+
+def sweep_params(spec: Spec, num_trials: int) -> dict[str, Any]:
+    """The sweep run's params: its spec's keys that some trial reads (as `trial_params` leaves out, over the
+    methods and datasets its trials take), less the varied ones, whose values are the grid's (`sweep.grid.*`,
+    JSON lists) or the search's (`sweep.search.*`); and `sweep.num_trials`."""
+    tree = spec.model_dump(mode="json", exclude={"sweep"})
+    _drop_unread(tree, set(_taken(spec, "linearize.method")), set(_taken(spec, "data.dataset")))
+    varied = spec.sweep.varied_keys
+    params = {k: v for k, v in flatten(tree).items() if not any(k == key or k.startswith(key + ".") for key in varied)}
+    params.update({f"sweep.grid.{k}": json.dumps(v) for k, v in spec.sweep.grid.items()})
+    if spec.sweep.search is not None:
+        params.update(flatten(spec.sweep.search.model_dump(mode="json"), "sweep.search."))
+    params["sweep.num_trials"] = num_trials
+    return params
+
+
+def _taken(spec: Spec, key: str) -> list[Any]:
+    """The values the sweep's trials take of a spec key: the grid's, a categorical search's choices, or the spec's."""
+    search = spec.sweep.search
+    if key in spec.sweep.grid:
+        return spec.sweep.grid[key]
+    if search is not None and key in search.space and search.space[key].choices is not None:
+        return search.space[key].choices
+    section, name = key.split(".")
+    return [getattr(getattr(spec, section), name)]
+
+
+def _drop_unread(tree: dict[str, Any], methods: set[str], datasets: set[str]) -> None:
+    """Leave out of a spec's JSON the sections of linearization methods not in `methods` and the `data` keys
+    that no dataset of `datasets` reads."""
+    for method in LINEARIZATION_METHODS:
+        if method not in methods:
+            tree["linearize"].pop(method, None)
+    for key, readers in option_readers().items():
+        if not datasets & set(readers):
+            tree["data"].pop(key, None)
+    if all(dataset_info(name).embedded for name in datasets):
+        tree["data"].pop("root", None)
 
 
 def group_size_metrics(group_sizes: dict[str, dict[str, int]]) -> dict[str, int]:

@@ -11,7 +11,7 @@ from fairsweep.errors import UserError
 from fairsweep.spec import Spec, load_spec, validate_spec
 from fairsweep.sweep.records import TrialRecord
 from fairsweep.sweep.store import DamagedStage, StageStore
-from fairsweep.tracking.content import curve_key, dataset_inputs
+from fairsweep.tracking.content import curve_key
 from fairsweep.tracking.source import source_tags
 from fairsweep.tracking.stores import experiment_names
 from fairsweep.tracking.tracker import Tracker
@@ -65,8 +65,7 @@ def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage
             model = store.load_model(trial.final)
         except DamagedStage:  # logged without its model rather than never
             model = None
-    datasets = dataset_inputs(trial.spec, trial.data_digest, record.group_sizes)
-    return tracker.log_trial(parent, record, curves, model, source, datasets)
+    return tracker.log_trial(parent, trial, record, curves, model, source)
 
 
 @dataclass

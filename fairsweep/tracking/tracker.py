@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
 
 from fairsweep import __version__
 from fairsweep.files import sqlite_wal
+from fairsweep.sweep.plan import Trial
 from fairsweep.sweep.records import TrialRecord
-from fairsweep.tracking.content import flatten, group_size_metrics
+from fairsweep.tracking.content import dataset_inputs, group_size_metrics, sweep_params, trial_params
 from fairsweep.tracking.source import VERSION_TAG
 from fairsweep.tracking.stores import absolute_uri, embedded_database
 
@@ -85,12 +85,7 @@ class Tracker:
             return run_id
         run = self.client.create_run(self.experiment_id, run_name=spec.name, tags={
             ROLE_TAG: "sweep", SPEC_HASH_TAG: spec_hash, VERSION_TAG: __version__, **(source or {})})
-        params = flatten(spec.model_dump(mode="json", exclude={"sweep"}))
-        params.update({f"sweep.grid.{k}": json.dumps(v) for k, v in spec.sweep.grid.items()})
-        if spec.sweep.search is not None:
-            params.update(flatten(spec.sweep.search.model_dump(mode="json"), "sweep.search."))
-        params["sweep.num_trials"] = num_trials
-        self._log_params(run.info.run_id, params)
+        self._log_params(run.info.run_id, sweep_params(spec, num_trials))
         self.client.log_dict(run.info.run_id, spec.model_dump(mode="json"), "spec.json")
         return run.info.run_id
 
@@ -142,10 +137,10 @@ class Tracker:
         self.client.log_dict(run_id, summary, "pareto/front.json")
         self.client.log_artifact(run_id, str(plot), "pareto")
 
-    def log_trial(self, parent_id: str, record: TrialRecord, curves: dict[str, list[float]], model=None,
-                  source: dict[str, str] | None = None, datasets: list | None = None) -> str:
-        """A child run with the trial's params, metrics, curves (metric histories), model, `source` tags and
-        `datasets` (`content.dataset_inputs`)."""
+    def log_trial(self, parent_id: str, trial: Trial, record: TrialRecord, curves: dict[str, list[float]],
+                  model=None, source: dict[str, str] | None = None) -> str:
+        """A child run with the trial's params (those that apply to it), its splits as datasets, its metrics,
+        curves (metric histories), model and `source` tags (`source.source_tags`)."""
         import mlflow
         from mlflow.entities import Metric
 
@@ -153,15 +148,10 @@ class Tracker:
         tags.update({f"fairsweep.stage.{kind}": stage_id for kind, stage_id in record.stages.items()})
         # the run's times are the trial's own (when it trained, for how long), not when the driver logged it
         start_ms = int(record.timing.started * 1000)
-        run_id = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=record.name,
+        run_id = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=trial.run_name,
                                         tags=tags).info.run_id
-        spec = dict(record.spec)
-        spec.pop("sweep", None)
-        params = flatten(spec)
-        params.update(flatten(record.linearization, "linearize.selected."))
-        self._log_params(run_id, params)
-        if datasets:
-            self.client.log_inputs(run_id, datasets=datasets)
+        self._log_params(run_id, trial_params(trial, record.linearization))
+        self.client.log_inputs(run_id, datasets=dataset_inputs(trial.spec, trial.data_digest, record.group_sizes))
         with mlflow.start_run(run_id=run_id):  # leaving the block marks the run FINISHED, last
             model_id = None
             if model is not None:
