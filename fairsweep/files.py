@@ -104,3 +104,18 @@ def sqlite_wal(database: Path) -> str | None:
             return db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     except sqlite3.Error:
         return None
+
+
+def sqlite_checkpoint(database: Path) -> None:
+    """Move what the WAL of the SQLite database at `database` holds into the database file (the `-wal` file
+    left empty), so that the file alone is whole: a sweep's process keeps its connections open to its end,
+    so SQLite never does it on closing them. Nothing fails for it; a reader in the way leaves the WAL as it
+    is (whoever opens the database next reads it)."""
+    import sqlite3
+    from contextlib import closing
+
+    try:
+        with closing(sqlite3.connect(database, timeout=SQLITE_TIMEOUT_S)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error:
+        pass

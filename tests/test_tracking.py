@@ -3,8 +3,11 @@ run holds (its source, its stages' durations, its dataset, the params that apply
 
 import copy
 import json
+import shutil
+import sqlite3
 import subprocess
 import time
+from contextlib import closing
 
 import pytest
 
@@ -192,6 +195,13 @@ def test_a_reader_holding_the_database_does_not_stop_a_trial_being_logged(tmp_pa
         run_id = tracking.log_trial(parent, plan.trials[0], finished(plan.trials[0]), tmp_path)
         assert held()  # logged while the reader held its transaction
     assert tracking.tracker.client.get_run(run_id).info.status == "FINISHED"
+    # once the sweep ends, the database file alone holds it all (as a copy of it without its -wal file would)
+    tracking.finish_sweep(parent, "", {"trials_finished": 1}, "FINISHED")
+    (tmp_path / "copy").mkdir()
+    shutil.copy(tmp_path / "mlflow.db", tmp_path / "copy" / "mlflow.db")
+    with closing(sqlite3.connect(tmp_path / "copy" / "mlflow.db")) as copy_db:
+        statuses = dict(copy_db.execute("SELECT run_uuid, status FROM runs").fetchall())
+    assert statuses == {parent: "FINISHED", run_id: "FINISHED"}
 
 
 def test_a_trial_run_is_named_by_what_varies_most_and_has_only_the_params_that_apply(tmp_path, mlflow_uri, plan):

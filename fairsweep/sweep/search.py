@@ -36,8 +36,12 @@ OPTUNA_DIRECTIONS = {"max": "maximize", "min": "minimize"}
 TRIAL_IDS_ATTR = "fairsweep_trial_ids"  # on each Optuna trial: its seeds' fairsweep trial ids
 
 
+def study_database(storage: Path) -> Path:
+    return Path(storage).expanduser().resolve() / STUDY_FILE
+
+
 def study_url(storage: Path) -> str:
-    return f"sqlite:///{Path(storage).expanduser().resolve() / STUDY_FILE}"
+    return f"sqlite:///{study_database(storage)}"
 
 
 def study_name(spec: Spec) -> str:
@@ -57,8 +61,7 @@ def open_study(spec: Spec, storage: Path):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = _search(spec)
-    database = Path(storage).expanduser().resolve() / STUDY_FILE
-    sqlite_wal(database)  # `optuna-dashboard` reading the study while the search runs never stops it
+    sqlite_wal(study_database(storage))  # `optuna-dashboard` reading the study while the search runs never stops it
     rdb = optuna.storages.RDBStorage(study_url(storage), engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
     study = optuna.create_study(storage=rdb, study_name=study_name(spec), load_if_exists=True,
                                 directions=[OPTUNA_DIRECTIONS[d] for d in search.objectives.values()])

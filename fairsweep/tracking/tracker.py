@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from fairsweep import __version__
-from fairsweep.files import sqlite_wal
+from fairsweep.files import sqlite_checkpoint, sqlite_wal
 from fairsweep.sweep.plan import Trial
 from fairsweep.sweep.records import TrialRecord
 from fairsweep.tracking.content import dataset_inputs, group_size_metrics, sweep_params, trial_params
@@ -98,6 +98,8 @@ class Tracker:
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
         self.client.set_terminated(run_id, status=status)
+        if (database := embedded_database(self.uri)) is not None:
+            sqlite_checkpoint(database)  # mlflow.db whole on its own, for a copy of it
 
     # --- trials ---------------------------------------------------------------------------
 
