@@ -164,7 +164,7 @@ def test_a_trial_run_has_its_splits_as_datasets_with_their_group_sizes(tmp_path,
     record = finished(plan.trials[0])
     for split, dataset in by_context.items():
         assert dataset.name == "digits" and dataset.digest.startswith(plan.trials[0].data_digest + "-")
-        assert json.loads(dataset.source) == {"dataset": "digits"} and dataset.source_type == "fairsweep"
+        assert json.loads(dataset.source) == {"dataset": "digits"} and dataset.source_type == "code"  # embedded
         profile = json.loads(dataset.profile)
         assert profile["group_sizes"] == record.group_sizes[split] and profile["group"] == "class"
         assert profile["num_rows"] == sum(record.group_sizes[split].values())
@@ -179,11 +179,12 @@ def test_a_trial_run_has_its_splits_as_datasets_with_their_group_sizes(tmp_path,
 def test_a_file_datasets_source_names_its_root(tmp_path, monkeypatch):
     spec = validate_spec({"name": "faces", "data": {"dataset": "utkface", "root": str(tmp_path / "faces")}})
     [train] = dataset_inputs(spec, "0123456789abcdef", {"train": {"a": 3, "b": 4}})
-    assert json.loads(train.dataset.source) == {"dataset": "utkface", "root": str(tmp_path / "faces")}
+    assert json.loads(train.dataset.source) == {"uri": str(tmp_path / "faces"), "dataset": "utkface"}
+    assert train.dataset.source_type == "local"  # MLflow's own type of a local path: its UI shows the root
     monkeypatch.setenv("FAIRSWEEP_DATA", str(tmp_path / "data"))  # no data.root: the environment's
     [train] = dataset_inputs(spec.model_copy(update={"data": spec.data.model_copy(update={"root": None})}),
                              "0123456789abcdef", {"train": {"a": 3}})
-    assert json.loads(train.dataset.source)["root"] == str(tmp_path / "data")
+    assert json.loads(train.dataset.source)["uri"] == str(tmp_path / "data")
 
 
 def test_a_reader_holding_the_database_does_not_stop_a_trial_being_logged(tmp_path, plan):

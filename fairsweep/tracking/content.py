@@ -14,7 +14,6 @@ from fairsweep.metrics.values import safe_key
 from fairsweep.spec import LINEARIZATION_METHODS, Spec
 from fairsweep.sweep.plan import Trial, has_finetune_stage
 
-DATASET_SOURCE_TYPE = "fairsweep"  # a dataset of the registry: {"dataset": name, "root": dir for file datasets}
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -112,10 +111,12 @@ def dataset_inputs(spec: Spec, data_digest: str, group_sizes: dict[str, dict[str
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     data = spec.data
-    source: dict[str, str] = {"dataset": data.dataset}
+    # MLflow's source types: a file dataset's is `local`, its `uri` the data root (the UI shows it); an
+    # embedded one's `code` (it ships with fairsweep's code). Both name the registry's dataset.
+    source_type, source = "code", {"dataset": data.dataset}
     if not dataset_info(data.dataset).embedded:
         try:
-            source["root"] = str(data_root(data).resolve())
+            source_type, source = "local", {"uri": str(data_root(data).resolve()), **source}
         except UserError:  # no root known here (the trial's worker had one): the name alone
             pass
     drawn = {"seed": spec.seed, **data.model_dump(mode="json", include={"target", "group", "imbalance",
@@ -125,7 +126,7 @@ def dataset_inputs(spec: Spec, data_digest: str, group_sizes: dict[str, dict[str
         identity = json.dumps({**drawn, "split": split}, sort_keys=True)
         digest = f"{data_digest}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
         profile = {"num_rows": sum(sizes.values()), "group": data.group, "group_sizes": sizes}
-        dataset = Dataset(name=data.dataset, digest=digest, source_type=DATASET_SOURCE_TYPE,
+        dataset = Dataset(name=data.dataset, digest=digest, source_type=source_type,
                           source=json.dumps(source), profile=json.dumps(profile))
         inputs.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)]))
     return inputs
