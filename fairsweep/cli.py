@@ -357,9 +357,13 @@ def _print_outcome(spec, outcome) -> None:
         console.print(f"[bold red]{len(outcome.failed)} trial(s) failed:[/]")
         for name, error in outcome.failed_names().items():
             console.print(f"  {name}: {error}", highlight=False, soft_wrap=True)
-    uri = spec.tracking.uri
+    from fairsweep.tracking import runs_url
+
+    uri = spec.tracking.uri  # a store that gave out (the sweep stopped) is not asked for the link
+    url = runs_url(uri, spec.experiment, outcome.parent_run_id) if outcome.stopped is None else None
     console.print(f"MLflow: experiment '{spec.experiment}', sweep run {outcome.parent_run_id}. View it with:\n"
-                  f"  mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
+                  f"  mlflow ui --backend-store-uri {uri}" + (f"\n  and open its trial runs at {url}" if url else ""),
+                  highlight=False, soft_wrap=True)
 
 
 def _mean_std(mean: float, std: float, digits: int) -> str:

@@ -20,6 +20,7 @@ from fairsweep.sweep.records import Timing, TrialRecord, Worker
 from fairsweep.tracking import PARENT_TAG, ROLE_TAG, TRIAL_TAG, SweepTracking, Tracker, curve_key
 from fairsweep.tracking.content import dataset_inputs, sweep_params, trial_params
 from fairsweep.tracking.source import GIT_DIRTY_TAG, source_tags
+from fairsweep.tracking.stores import runs_url, ui_address
 
 
 def test_child_runs_are_read_past_one_page_and_only_finished_trials_count(tmp_path):
@@ -244,3 +245,19 @@ def test_params_that_apply_follow_the_method_and_the_dataset():
     both = sweep_params(validate_spec({"name": "t", "sweep": {"grid": {"linearize.method": ["snl", "deepreduce"]}}}), 2)
     assert "linearize.snl.lr" in both and "linearize.deepreduce.lr" in both and "linearize.method" not in both
     assert not any(k.startswith("linearize.random") for k in both)
+
+
+def test_the_link_to_a_sweeps_runs_opens_them_with_the_columns_that_matter(tmp_path, mlflow_uri, plan):
+    tracking = SweepTracking(mlflow_uri, "link")
+    parent, _ = tracking.open_sweep(plan.spec, len(plan.trials))
+    experiment = tracking.tracker.experiment_id
+    assert runs_url(mlflow_uri, "link", parent) == (f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?"
+                                                     f"workflowType=machine_learning&viewStateShareKey={parent}")
+    # the UI opens the view the experiment's tag holds: the sweep's trial runs, the varied keys and metrics shown
+    view = json.loads(tracking.tracker.client.get_experiment(experiment).tags[f"mlflow.sharedViewState.{parent}"])
+    assert view["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent}'"
+    assert {"params.`linearize.budget`", "params.`finetune.mu`", "params.`seed`", "metrics.`acc`",
+            "metrics.`worst_group_acc`", "metrics.`drop_gap_pct`"} <= set(view["selectedColumns"])
+    assert view["orderByKey"] == "tags.`mlflow.runName`"  # µ first, then the budget; listed, not under the sweep
+    assert ui_address("http://mlflow.example.org:8080/") == "http://mlflow.example.org:8080"  # a server's own
+    assert runs_url(mlflow_uri, "no-such-experiment", parent) is None

@@ -12,7 +12,7 @@ from fairsweep.sweep.plan import Trial
 from fairsweep.sweep.records import TrialRecord
 from fairsweep.tracking.content import dataset_inputs, group_size_metrics, sweep_params, trial_params
 from fairsweep.tracking.source import VERSION_TAG
-from fairsweep.tracking.stores import absolute_uri, embedded_database
+from fairsweep.tracking.stores import absolute_uri, embedded_database, view_state_tag
 
 ROLE_TAG = "fairsweep.role"
 SPEC_HASH_TAG = "fairsweep.spec_hash"
@@ -82,12 +82,13 @@ class Tracker:
             self.client.update_run(run_id, status="RUNNING")
             for key, value in (source or {}).items():
                 self.client.set_tag(run_id, key, value)
-            return run_id
-        run = self.client.create_run(self.experiment_id, run_name=spec.name, tags={
-            ROLE_TAG: "sweep", SPEC_HASH_TAG: spec_hash, VERSION_TAG: __version__, **(source or {})})
-        self._log_params(run.info.run_id, sweep_params(spec, num_trials))
-        self.client.log_dict(run.info.run_id, spec.model_dump(mode="json"), "spec.json")
-        return run.info.run_id
+        else:
+            run_id = self.client.create_run(self.experiment_id, run_name=spec.name, tags={
+                ROLE_TAG: "sweep", SPEC_HASH_TAG: spec_hash, VERSION_TAG: __version__, **(source or {})}).info.run_id
+            self._log_params(run_id, sweep_params(spec, num_trials))
+            self.client.log_dict(run_id, spec.model_dump(mode="json"), "spec.json")
+        self.client.set_experiment_tag(self.experiment_id, *view_state_tag(run_id, spec.sweep.varied_keys))
+        return run_id
 
     def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], status: str) -> None:
         from mlflow.entities import Metric
