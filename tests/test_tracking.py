@@ -120,7 +120,8 @@ def test_every_run_of_a_sweep_names_its_spec_file_its_commit_and_the_fairsweep_v
     child = tracking.log_trial(parent, plan.trials[0], finished(plan.trials[0]), tmp_path / "runs")
     for run_id in (parent, child):
         tags = tracking.tracker.client.get_run(run_id).data.tags
-        assert tags["mlflow.source.git.commit"] == git(repo, "rev-parse", "HEAD") and len(tags["mlflow.source.git.commit"]) == 40
+        commit = tags["mlflow.source.git.commit"]
+        assert commit == git(repo, "rev-parse", "HEAD") and len(commit) == 40
         assert tags["fairsweep.git.dirty"] == "false" and tags["fairsweep.version"] == __version__
         assert tags["mlflow.source.name"] == str(spec_file) and tags["mlflow.source.type"] == "LOCAL"
     (repo / "untracked.txt").write_text("runs/, mlflow.db: not what ran")
@@ -240,8 +241,9 @@ def test_params_that_apply_follow_the_method_and_the_dataset():
     faces = trial_params(trial({"data": {"dataset": "utkface", "root": "/data/faces"}}), {})
     assert faces["data.age_bins"] == "[2, 13, 18, 65]" and faces["data.image_size"] == 32
     assert faces["data.root"] == "/data/faces" and not any(k.startswith("data.csv.") for k in faces)
-    varied_null = trial_params(trial({}, {"data.imbalance": None, "seed": 1}), {})
-    assert varied_null["data.imbalance"] == "null" and varied_null["seed"] == 1  # a varied value, whatever it is
+    varied = trial_params(trial({}, {"data.imbalance": None, "seed": 1, "finetune.mu": 0}), {})
+    assert varied["data.imbalance"] == "null" and varied["seed"] == 1  # a varied value, whatever it is
+    assert repr(varied["finetune.mu"]) == "0.0"  # as the spec types it: `--set finetune.mu=[0,0.01]` logs 0.0
     both = sweep_params(validate_spec({"name": "t", "sweep": {"grid": {"linearize.method": ["snl", "deepreduce"]}}}), 2)
     assert "linearize.snl.lr" in both and "linearize.deepreduce.lr" in both and "linearize.method" not in both
     assert not any(k.startswith("linearize.random") for k in both)

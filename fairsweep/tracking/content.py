@@ -45,8 +45,8 @@ def trial_params(trial: Trial, linearization: dict[str, Any]) -> dict[str, Any]:
     _drop_unread(tree, {spec.linearize.method}, {spec.data.dataset})
     if not has_finetune_stage(spec):
         tree["finetune"] = {key: tree["finetune"][key] for key in ("mu", "mitigation")}
-    params = flatten(tree)
-    params.update({key: param_value(value) for key, value in trial.values.items()})
+    params = flatten(tree)  # the spec's typed values (µ 0 as 0.0), which its varied values keep where left out
+    params.update({key: param_value(value) for key, value in trial.values.items() if key not in params})
     params.update(flatten(linearization, "linearize.selected."))
     return params
 
