@@ -15,7 +15,6 @@ from fairsweep.spec import LINEARIZATION_METHODS, Spec
 from fairsweep.sweep.plan import Trial, has_finetune_stage
 
 
-
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1, "c": None, "d": {}}} -> {"a.b": 1}: None and {} set nothing and are left out; lists
     become their JSON text."""
