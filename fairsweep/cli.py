@@ -139,7 +139,7 @@ def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAG
         parsed = load_spec(spec, set_ or [])
         if problems := tracking_problems(parsed.tracking.uri):
             raise UserError(problems)
-        outcome = run_sweep(parsed, storage, SweepTracking.of(parsed), address=address, console=console)
+        outcome = run_sweep(parsed, storage, SweepTracking.of(parsed, spec), address=address, console=console)
     except UserError as exc:
         _fail(exc)
     except KeyboardInterrupt:  # a second Ctrl-C (or one before the trials start)
@@ -388,9 +388,13 @@ def _print_outcome(spec, outcome) -> None:
         console.print(f"[bold red]{len(outcome.failed)} trial(s) failed:[/]")
         for name, error in outcome.failed_names().items():
             console.print(f"  {name}: {error}", highlight=False, soft_wrap=True)
-    uri = spec.tracking.uri
+    from fairsweep.tracking import runs_url
+
+    uri = spec.tracking.uri  # a store that gave out (the sweep stopped) is not asked for the link
+    url = runs_url(uri, spec.experiment, outcome.parent_run_id) if outcome.stopped is None else None
     console.print(f"MLflow: experiment '{spec.experiment}', sweep run {outcome.parent_run_id}. View it with:\n"
-                  f"  mlflow ui --backend-store-uri {uri}", highlight=False, soft_wrap=True)
+                  f"  mlflow ui --backend-store-uri {uri}" + (f"\n  and open its trial runs at {url}" if url else ""),
+                  highlight=False, soft_wrap=True)
 
 
 SCREEN_ROWS = 30  # a longer results table is summarised: its best and worst rows, and where the whole is

@@ -1,5 +1,5 @@
 """Writing files so that readers never see half of one, even after a power loss; moving aside what cannot
-be read; locking across processes."""
+be read; locking across processes; SQLite stores that readers cannot lock."""
 
 from __future__ import annotations
 
@@ -84,3 +84,38 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+SQLITE_TIMEOUT_S = 30.0  # how long a write to an embedded store waits for another writer (SQLite's busy timeout)
+
+
+def sqlite_wal(database: Path) -> str | None:
+    """Put the SQLite database at `database` (created if missing) in WAL journal mode, which the file keeps:
+    a reader then never blocks its writer, however long it holds a read transaction (`mlflow ui`,
+    `optuna-dashboard`, a database browser), nor the writer a reader. The journal mode the database is in;
+    None if it could not be asked (a writer holding the database for longer than the busy timeout, say), in
+    which case nothing changes and nothing fails: the sweep writes as before, waiting for readers."""
+    import sqlite3
+    from contextlib import closing
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with closing(sqlite3.connect(database, timeout=SQLITE_TIMEOUT_S)) as db:
+            return db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    except sqlite3.Error:
+        return None
+
+
+def sqlite_checkpoint(database: Path) -> None:
+    """Move what the WAL of the SQLite database at `database` holds into the database file (the `-wal` file
+    left empty), so that the file alone is whole: a sweep's process keeps its connections open to its end,
+    so SQLite never does it on closing them. Nothing fails for it; a reader in the way leaves the WAL as it
+    is (whoever opens the database next reads it)."""
+    import sqlite3
+    from contextlib import closing
+
+    try:
+        with closing(sqlite3.connect(database, timeout=SQLITE_TIMEOUT_S)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error:
+        pass

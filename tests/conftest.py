@@ -1,5 +1,8 @@
 import copy
 import os
+import sqlite3
+import threading
+from contextlib import closing, contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -81,3 +84,28 @@ def fairsweep_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> S
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(result.exception))
     return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=stderr)
+
+
+@contextmanager
+def read_transaction_held(database: Path, longest: float = 60.0):
+    """A reader holding a read transaction open on the SQLite `database` (as `mlflow ui`, `optuna-dashboard` or
+    a database browser may) while the block runs, for at most `longest` seconds; yields `held()`, whether it
+    still holds it. A writer that must wait for readers waits for it past its busy timeout, and fails."""
+    holding, release = threading.Event(), threading.Event()
+
+    def read():
+        with closing(sqlite3.connect(database, isolation_level=None)) as db:
+            db.execute("BEGIN")
+            db.execute("SELECT count(*) FROM sqlite_master").fetchall()  # the transaction reads: a read lock
+            holding.set()
+            release.wait(longest)
+            db.execute("COMMIT")
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert holding.wait(30)
+    try:
+        yield lambda: reader.is_alive() and not release.is_set()
+    finally:
+        release.set()
+        reader.join()

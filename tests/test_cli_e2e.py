@@ -61,6 +61,8 @@ def test_sweep_runs_and_prints_the_table(swept):
     assert "mean ± std over seeds" in out and "worst_group_acc" in out and "drop_gap_pct" in out
     assert "mitigation_drop_pct" in out
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out
+    assert re.search(r"open its trial runs at http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType="
+                     r"machine_learning&viewStateShareKey=[0-9a-f]{32}", out), out
     assert sorted(k.split("-")[0] for k in stages) == ["base", "diagnose", "finetune", "finetune", "finetune",
                                                        "finetune", "linearize", "linearize"]
 
@@ -94,6 +96,12 @@ def test_mlflow_has_parent_and_child_runs_with_params_and_metrics(swept, monkeyp
     assert children[mitigated]["metrics.mitigation_drop_pct/5"].notna().all()
     assert children[~mitigated]["metrics.mitigation_drop_pct/5"].isna().all()
     assert len(client.get_metric_history(run_id, "mitigation_drop_pct/5")) == 1
+    # the source (this repository's commit), each stage's seconds where the trial trained it, the splits
+    assert (children["tags.mlflow.source.git.commit"].str.len() == 40).all()
+    assert children["metrics.stage_seconds/finetune"].notna().all()
+    assert children["metrics.stage_seconds/base"].notna().sum() == 1  # one trial trained it, the others reused it
+    assert children["metrics.stage_seconds/linearize"].notna().sum() == 2
+    assert sorted(i.tags[0].value for i in client.get_run(run_id).inputs.dataset_inputs) == ["test", "train", "val"]
     # a trial's run starts when the trial did and lasts as long as it ran, not as long as its logging
     for record in records(tmp_path):
         run = client.get_run(children.loc[children["tags.fairsweep.trial_id"] == record["trial_id"], "run_id"].iloc[0])

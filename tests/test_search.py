@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 
@@ -19,15 +20,17 @@ import yaml
 from ray.tune.search import Searcher
 from typer.testing import CliRunner
 
-from conftest import TINY
+from conftest import TINY, read_transaction_held
 from fairsweep.cli import app
 from fairsweep.errors import UserError
+from fairsweep.files import sqlite_checkpoint
 from fairsweep.spec import validate_spec
 from fairsweep.sweep.pareto import non_dominated, to_minimize
 from fairsweep.data import ContentDigests
 from fairsweep.sweep.plan import Trial, resolve_spec
 from fairsweep.sweep.records import read_trial_record
-from fairsweep.sweep.search import StudySearcher, distribution, open_study, study_name, study_url
+from fairsweep.sweep.search import (StudySearcher, distribution, open_study, study_database, study_name,
+                                    study_url)
 from fairsweep.sweep.store import StageStore
 from fairsweep.sweep.trial import run_trial
 
@@ -136,6 +139,21 @@ def test_searcher_takes_over_a_killed_drivers_trial_and_tells_seed_means(tmp_pat
     again = StudySearcher(open_study(spec, tmp_path), spec, ContentDigests(), lambda t: None, lambda t: read(t.id),
                           read)
     assert again.to_ask == 0 and not again.has_work and again.suggest("x") == Searcher.FINISHED
+
+
+def test_a_reader_holding_the_study_does_not_stop_the_search(tmp_path):
+    """`optuna-dashboard` on the study with a read transaction held open: the driver's ask and tell go on."""
+    study = open_study(validate_spec(SEARCH), tmp_path)
+    with read_transaction_held(tmp_path / "optuna.db") as held:
+        trial = study.ask({"finetune.mu": distribution(validate_spec(SEARCH).sweep.search.space["finetune.mu"])})
+        study.tell(trial, [0.9, 1.0, 100.0])
+        assert held()
+    assert len(open_study(validate_spec(SEARCH), tmp_path).get_trials(deepcopy=False)) == 1
+    sqlite_checkpoint(study_database(tmp_path))  # as the driver does once the search is done: the file alone is whole
+    (tmp_path / "copy").mkdir()
+    shutil.copy(study_database(tmp_path), tmp_path / "copy" / "optuna.db")
+    assert len(optuna.load_study(study_name=study_name(validate_spec(SEARCH)),
+                                 storage=study_url(tmp_path / "copy")).get_trials(deepcopy=False)) == 1
 
 
 def test_a_seeded_sampler_asks_the_same_points(tmp_path):

@@ -81,6 +81,10 @@ def test_a_second_driver_finishing_a_trial_adds_its_attempt_and_keeps_the_first(
     first = run_trial(trial, store, node="a")
     second = run_trial(trial, store, node="b")
     assert second.trained == {kind: False for kind in trial.stages} and second.worker.node == "b"
+    # how long each stage took, timed by the worker that trained it; a reused one took it no time of its own
+    assert set(first.stage_seconds) == set(trial.stages) and second.stage_seconds == {}
+    assert all(0 < s < first.timing.seconds for s in first.stage_seconds.values())
+    assert sum(first.stage_seconds.values()) <= first.timing.seconds
     stored = read_trial_record(tmp_path, trial.id)
     assert stored.worker.node == "a" and stored.timing == first.timing and stored.trained == first.trained
     assert stored.later_attempts == [second.attempt()]

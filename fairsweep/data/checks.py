@@ -73,12 +73,18 @@ def _no_such_attribute(info: DatasetInfo, what: str, value: str, valid: tuple[st
                                            hint=errors.did_you_mean(value, valid), valid=", ".join(valid), fix=fix)
 
 
-def ignored_keys(cfg: DataConfig, given: Iterable[str]) -> list[str]:
-    """Notes on the `data` keys in `given` (those the spec sets) that only other datasets read."""
+def option_readers() -> dict[str, list[str]]:
+    """Each `data` key that only some datasets read (their `options`, e.g. `age_bins`) -> those datasets."""
     readers: dict[str, list[str]] = {}
     for name in list_datasets():
         for key in dataset_info(name).options:
             readers.setdefault(key, []).append(name)
+    return readers
+
+
+def ignored_keys(cfg: DataConfig, given: Iterable[str]) -> list[str]:
+    """Notes on the `data` keys in `given` (those the spec sets) that only other datasets read."""
+    readers = option_readers()
     own = dataset_info(cfg.dataset).options if cfg.dataset in DATASETS.names() else ()
     return [errors.KEY_IGNORED.format(key=f"data.{key}", readers=" and ".join(readers[key]), dataset=cfg.dataset)
             for key in sorted(set(given)) if key in readers and key not in own]

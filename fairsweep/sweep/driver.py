@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from fairsweep.data import cache as data_cache
-from fairsweep.files import write_atomic
+from fairsweep.files import sqlite_checkpoint, write_atomic
 from fairsweep.metrics.mitigation import mitigation_metrics
 from fairsweep.spec import Spec
 from fairsweep.sweep.gc import sweep_running, write_manifest
@@ -247,7 +247,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
         driver.progress = Progress(len(plan.trials), already_done=driver.outcome.skipped, console=console)
         searcher = PlanSearcher(pending) if pending else None
     else:
-        from fairsweep.sweep.search import StudySearcher, open_study  # imports Ray Tune
+        from fairsweep.sweep.search import StudySearcher, open_study, study_database  # imports Ray Tune
 
         study = StudySearcher(open_study(spec, storage), spec, digests, driver.register, driver.reuse,
                               lambda trial_id: read_trial_record(storage, trial_id))
@@ -274,6 +274,8 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
             driver.fail_unfinished()
             outcome.stopped = stop_cause(exc, storage)
     driver.progress.close()
+    if search is not None:  # optuna.db whole on its own, for a copy of it
+        sqlite_checkpoint(study_database(storage))
     try:
         driver.add_mitigation_effects()
     except Exception as exc:

@@ -155,7 +155,14 @@ class Trial:
 
     @property
     def name(self) -> str:
-        return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.values.items()) or "trial"
+        """Its values in the grid's order, as progress lines and tables show them: `seed=0,budget=0.03,mu=0`."""
+        return _values_name(self.values)
+
+    @property
+    def run_name(self) -> str:
+        """The name of its MLflow run: its values with the later stages' first and the seed last
+        (`mu=0,budget=0.03,seed=0`), so a runs list cut short shows what tells sibling runs apart."""
+        return _values_name(dict(sorted(self.values.items(), key=lambda item: _name_order(item[0]))))
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,16 @@ def _fastest_first(key: str) -> tuple[int, int]:
     if section == "linearize":
         return (1, int(key != "linearize.budget"))
     return (2, 0)
+
+
+def _name_order(key: str) -> tuple[bool, int, int]:
+    """Run names: the seed last, the later stages' keys first, a stage's leading key (the budget) first in it."""
+    stage, other = _fastest_first(key)
+    return (key == "seed", -stage, other)
+
+
+def _values_name(values: dict[str, Any]) -> str:
+    return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items()) or "trial"
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

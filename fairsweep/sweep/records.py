@@ -42,13 +42,15 @@ class Timing(Record):
 
 
 class Attempt(Record):
-    """One run that finished a trial: where and when it ran, which stages it trained (False: reused) and how
-    long it waited for stages other trials were training, by stage kind."""
+    """One run that finished a trial: where and when it ran, which stages it trained (False: reused), how
+    long it waited for stages other trials were training and how long it took to compute (and store) those
+    it trained, by stage kind."""
 
     worker: Worker
     timing: Timing
     trained: dict[str, bool]
     lock_wait_s: dict[str, float]
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
 
 
 class TrialRecord(Record):
@@ -62,6 +64,9 @@ class TrialRecord(Record):
     stages: dict[str, str]  # kind -> stage id, in pipeline order
     trained: dict[str, bool]  # kind -> trained by this trial (False: reused)
     lock_wait_s: dict[str, float]  # kind -> seconds spent waiting for another trial training the stage
+    # kind -> seconds this run spent computing and storing the stage: those it trained only (`diagnose`
+    # included, the base model's diagnostics), none for a reused one. Not in records written before it.
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
     worker: Worker
     timing: Timing
     metrics: dict[str, float]
@@ -78,8 +83,9 @@ class TrialRecord(Record):
         return self.model_dump(mode="python")
 
     def attempt(self) -> Attempt:
-        """The run that measured the trial (`worker`, `timing`, `trained`, `lock_wait_s`)."""
-        return Attempt(worker=self.worker, timing=self.timing, trained=self.trained, lock_wait_s=self.lock_wait_s)
+        """The run that measured the trial (`worker`, `timing`, `trained`, `lock_wait_s`, `stage_seconds`)."""
+        return Attempt(worker=self.worker, timing=self.timing, trained=self.trained, lock_wait_s=self.lock_wait_s,
+                       stage_seconds=self.stage_seconds)
 
     def last_attempt(self) -> Attempt:
         """The latest run that finished the trial: a driver reading the record its trial just wrote finds its own."""

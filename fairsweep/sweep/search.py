@@ -5,8 +5,9 @@ Optuna trial (a point of `sweep.search.space`) becomes `seeds_per_trial` ordinar
 which Tune runs like grid trials (same trainable, stage store, MLflow logging); when the last seed of
 an Optuna trial finishes, the study is told the seed means of the objectives.
 
-The study lives in `<storage>/optuna.db` (SQLite, openable by `optuna-dashboard`), named after the
-spec's content hash. Only the driver writes to it, so trials running in parallel never contend for it.
+The study lives in `<storage>/optuna.db` (SQLite in WAL mode, openable by `optuna-dashboard` while the
+search runs), named after the spec's content hash. Only the driver writes to it, so trials running in
+parallel never contend for it.
 Re-running the same command continues the study: it asks only for the trials still missing from
 `n_trials` finished ones, takes over the trials a killed driver left running (their seeds come from
 the stage store and the trial records, nothing is trained again), and new seeds of a configuration
@@ -32,6 +33,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from fairsweep.files import SQLITE_TIMEOUT_S, sqlite_wal
 from fairsweep.spec import SearchConfig, SearchParam, Spec
 from fairsweep.sweep.plan import DigestFn, Trial
 from fairsweep.sweep.records import TrialRecord
@@ -85,8 +87,12 @@ def _pooled_std(configurations: list[list[list[float]]]) -> list[float]:
             for k in range(len(configurations[0][0]))]
 
 
+def study_database(storage: Path) -> Path:
+    return Path(storage).expanduser().resolve() / STUDY_FILE
+
+
 def study_url(storage: Path) -> str:
-    return f"sqlite:///{Path(storage).expanduser().resolve() / STUDY_FILE}"
+    return f"sqlite:///{study_database(storage)}"
 
 
 def study_name(spec: Spec) -> str:
@@ -106,8 +112,9 @@ def open_study(spec: Spec, storage: Path):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search = _search(spec)
-    Path(storage).mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(storage=study_url(storage), study_name=study_name(spec), load_if_exists=True,
+    sqlite_wal(study_database(storage))  # `optuna-dashboard` reading the study while the search runs never stops it
+    rdb = optuna.storages.RDBStorage(study_url(storage), engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+    study = optuna.create_study(storage=rdb, study_name=study_name(spec), load_if_exists=True,
                                 directions=[OPTUNA_DIRECTIONS[d] for d in search.objectives.values()])
     # Seeded by how many trials the study already holds, so a resumed study does not draw the same
     # points again, and the same command on the same study state asks the same points.

@@ -87,8 +87,14 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
         history = stages.train_base(model, splits, spec, generator, checkpoint)
         return trained(trial.stages["base"], model, base_args, checkpoint, history=history)
 
+    stage_seconds: dict[str, float] = {}  # kind -> seconds computing and storing the stages this run trains
+
     def stored(stage: Stage, build) -> StageOutput:
-        return store.get_or_build(stage, build, trial=trial.id, node=node)  # stage.json names its trainer
+        clock = time.perf_counter()
+        output = store.get_or_build(stage, build, trial=trial.id, node=node)  # stage.json names its trainer
+        if output.trained:
+            stage_seconds[stage.kind] = time.perf_counter() - clock - output.waited
+        return output
 
     outputs = {"base": stored(trial.stages["base"], build_base)}
     base = model_of(outputs["base"])
@@ -126,7 +132,7 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
         trial_id=trial.id, name=trial.name, values=trial.values, spec=spec.model_dump(mode="json"),
         stages={kind: stage.id for kind, stage in trial.stages.items()},
         trained={kind: out.trained for kind, out in outputs.items()},
-        lock_wait_s={kind: out.waited for kind, out in outputs.items()},
+        lock_wait_s={kind: out.waited for kind, out in outputs.items()}, stage_seconds=stage_seconds,
         worker=Worker(host=socket.gethostname(), pid=os.getpid(), node=node),
         timing=Timing(started=started, seconds=time.perf_counter() - clock),
         metrics=metrics, accuracy={"base": base_acc, "final": final_acc}, group_sizes=splits.group_sizes(),

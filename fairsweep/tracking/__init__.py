@@ -1,0 +1,28 @@
+"""Everything MLflow: one experiment per sweep name, a parent run per sweep, a child run per trial
+with its parameters (flat dotted keys), metrics, per-epoch curves and its final model.
+
+Only the sweep driver talks to MLflow, so the embedded SQLite store never sees concurrent writers.
+A child run is marked FINISHED only after everything of it is logged; an unfinished one left by a
+killed driver is deleted and logged again, so a resumed sweep never holds duplicate trial runs.
+
+- `stores`: tracking URIs (made absolute, checked before any training), the UI's address of a sweep's runs;
+- `content`: what a run holds besides MLflow's own bookkeeping (params, datasets, group sizes, curve keys);
+- `source`: every run's source tags (the spec file, its git commit);
+- `tracker`: `Tracker`, the one MLflow client of a sweep's experiment;
+- `sweep`: the driver's side (`SweepTracking`, `log_trial`) and reading a finished sweep back (`sweep_runs`).
+"""
+
+import os
+
+# No usage reports sent from the sweeps (as Ray's usage stats): MLflow reads this when it is first
+# imported, which in fairsweep happens only in this package, after this line.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from fairsweep.tracking.content import curve_key, flatten, group_size_metrics  # noqa: E402
+from fairsweep.tracking.stores import absolute_uri, experiment_names, runs_url, tracking_problems  # noqa: E402
+from fairsweep.tracking.sweep import SweepRuns, SweepTracking, log_trial, sweep_runs  # noqa: E402
+from fairsweep.tracking.tracker import PARENT_TAG, ROLE_TAG, SPEC_HASH_TAG, TRIAL_TAG, Tracker  # noqa: E402
+
+__all__ = ["PARENT_TAG", "ROLE_TAG", "SPEC_HASH_TAG", "TRIAL_TAG", "SweepRuns", "SweepTracking", "Tracker",
+           "absolute_uri", "curve_key", "experiment_names", "flatten", "group_size_metrics", "log_trial",
+           "runs_url", "sweep_runs", "tracking_problems"]

@@ -1,0 +1,210 @@
+"""`Tracker`: the one MLflow client of a sweep's experiment, its parent run and its trial runs."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from fairsweep import __version__
+from fairsweep.files import sqlite_checkpoint, sqlite_wal
+from fairsweep.sweep.plan import Trial
+from fairsweep.sweep.records import TrialRecord
+from fairsweep.tracking.content import dataset_inputs, group_size_metrics, sweep_params, trial_params
+from fairsweep.tracking.source import VERSION_TAG
+from fairsweep.tracking.stores import absolute_uri, embedded_database, view_state_tag
+
+ROLE_TAG = "fairsweep.role"
+SPEC_HASH_TAG = "fairsweep.spec_hash"
+TRIAL_TAG = "fairsweep.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+
+RUNS_PAGE = 1000  # runs per MLflow search (a server caps a page; more are fetched page by page)
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str):
+        import logging
+
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        from fairsweep.sweep.ray_session import verbose
+
+        if not verbose():
+            # Models are saved by pickle (see log_trial), and MLflow warns about that on every model.
+            logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+            # Creating or upgrading the embedded database's tables is routine, not news for the user
+            for name in ("mlflow.store.db.utils", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model read
+        uri = absolute_uri(uri)
+        if (database := embedded_database(uri)) is not None:  # before MLflow opens it
+            sqlite_wal(database)  # `mlflow ui` reading it while a sweep runs never stops the sweep's logging
+        mlflow.set_tracking_uri(uri)
+        self.uri = uri
+        self.client = MlflowClient(uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            self.experiment_id = self.client.create_experiment(experiment)
+        else:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            self.experiment_id = exp.experiment_id
+
+    # --- the sweep's parent run -------------------------------------------------------------
+
+    def find_sweep_run(self, spec) -> str | None:
+        """The parent run a previous run of this spec made, if any."""
+        return self.latest_sweep_run(f" and tags.`{SPEC_HASH_TAG}` = '{spec.content_hash()}'")
+
+    def latest_sweep_run(self, condition: str = "") -> str | None:
+        """The parent run of the experiment's latest sweep (meeting `condition`, a filter clause), if any."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'{condition}",
+                                        max_results=1, order_by=["attributes.start_time DESC"])
+        return found[0].info.run_id if found else None
+
+    def sweep_spec(self, run_id: str) -> dict:
+        """The spec a sweep run was started with, as logged (`spec.json`)."""
+        import os
+
+        import mlflow
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/spec.json")
+
+    def sweep_run(self, spec, num_trials: int, source: dict[str, str] | None = None) -> str:
+        """The parent run of this spec: the one a previous run of the same spec made, or a new one. Its
+        `source` tags (`source.source_tags`) are this invocation's."""
+        spec_hash = spec.content_hash()
+        run_id = self.find_sweep_run(spec)
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            for key, value in (source or {}).items():
+                self.client.set_tag(run_id, key, value)
+        else:
+            run_id = self.client.create_run(self.experiment_id, run_name=spec.name, tags={
+                ROLE_TAG: "sweep", SPEC_HASH_TAG: spec_hash, VERSION_TAG: __version__, **(source or {})}).info.run_id
+            self._log_params(run_id, sweep_params(spec, num_trials))
+            self.client.log_dict(run_id, spec.model_dump(mode="json"), "spec.json")
+        self.client.set_experiment_tag(self.experiment_id, *view_state_tag(run_id, spec.sweep.varied_keys))
+        return run_id
+
+    def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], status: str) -> None:
+        from mlflow.entities import Metric
+
+        if table_csv:
+            self.client.log_text(run_id, table_csv, "results.csv")
+        metrics = [Metric(k, float(v), _now_ms(), 0) for k, v in summary.items()]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+        self.client.set_terminated(run_id, status=status)
+        if (database := embedded_database(self.uri)) is not None:
+            sqlite_checkpoint(database)  # mlflow.db whole on its own, for a copy of it
+
+    # --- trials ---------------------------------------------------------------------------
+
+    def finished_trials(self, parent_id: str) -> dict[str, str]:
+        """trial id -> run id of the finished child runs; unfinished ones (a killed driver's) are deleted."""
+        done: dict[str, str] = {}
+        for run in self.child_runs(parent_id):
+            trial_id = run.data.tags.get(TRIAL_TAG)
+            if run.info.status == "FINISHED" and trial_id and trial_id not in done:
+                done[trial_id] = run.info.run_id
+            else:
+                self.client.delete_run(run.info.run_id)
+        return done
+
+    def trial_runs(self, parent_id: str) -> list[dict]:
+        """The finished trial runs of a sweep: {"run_id", "params", "metrics"} each."""
+        return [{"run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics}
+                for run in self.child_runs(parent_id)
+                if run.info.status == "FINISHED" and run.data.tags.get(ROLE_TAG) == "trial"]
+
+    def child_runs(self, parent_id: str, page: int = RUNS_PAGE) -> list:
+        """Every run of the sweep `parent_id`, page by page: one search returns at most one page."""
+        runs, token = [], None
+        while True:
+            found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                                            max_results=page, page_token=token)
+            runs.extend(found)
+            token = found.token
+            if not token:
+                return runs
+
+    def log_front(self, run_id: str, hypervolume: float, front_csv: str, summary: dict, plot) -> None:
+        """A sweep's Pareto front on its parent run: the hypervolume (a metric), the front (CSV), its
+        objectives and reference point (JSON) and the plot, under `pareto/`."""
+        self.client.log_metric(run_id, "pareto_hypervolume", _finite_or_nan(hypervolume))
+        self.client.log_text(run_id, front_csv, "pareto/front.csv")
+        self.client.log_dict(run_id, summary, "pareto/front.json")
+        self.client.log_artifact(run_id, str(plot), "pareto")
+
+    def log_trial(self, parent_id: str, trial: Trial, record: TrialRecord, curves: dict[str, list[float]],
+                  model=None, source: dict[str, str] | None = None) -> str:
+        """A child run with the trial's params (those that apply to it), its splits as datasets, its metrics,
+        curves (metric histories), model and `source` tags (`source.source_tags`)."""
+        import mlflow
+        from mlflow.entities import Metric
+
+        tags = {**(source or {}), PARENT_TAG: parent_id, TRIAL_TAG: record.trial_id, ROLE_TAG: "trial"}
+        tags.update({f"fairsweep.stage.{kind}": stage_id for kind, stage_id in record.stages.items()})
+        # the run's times are the trial's own (when it trained, for how long), not when the driver logged it
+        start_ms = int(record.timing.started * 1000)
+        run_id = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=trial.run_name,
+                                        tags=tags).info.run_id
+        self._log_params(run_id, trial_params(trial, record.linearization))
+        self.client.log_inputs(run_id, datasets=dataset_inputs(trial.spec, trial.data_digest, record.group_sizes))
+        with mlflow.start_run(run_id=run_id):  # leaving the block marks the run FINISHED, last
+            model_id = None
+            if model is not None:
+                import torch
+
+                # Logged before the metrics: logging a model links it to the run's metrics logged so far,
+                # which MLflow does by reading back every metric's history (0.4 s a trial here, on the
+                # driver's cores). The trial's metrics name the model themselves instead.
+                # pickle: the default `pt2` format would trace the model and needs an input example
+                requirements = [f"torch=={torch.__version__.split('+')[0]}", f"fairsweep=={__version__}"]
+                model_id = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                                    pip_requirements=requirements).model_id
+            now = _now_ms()
+            metrics = [Metric(k, _finite_or_nan(v), now, 0, model_id=model_id) for k, v in record.metrics.items()]
+            metrics.append(Metric("trial_seconds", float(record.timing.seconds), now, 0))
+            metrics.extend(Metric(f"stage_seconds/{kind}", float(seconds), now, 0)  # the stages it trained
+                           for kind, seconds in record.stage_seconds.items())
+            metrics.extend(Metric(k, float(v), now, 0) for k, v in group_size_metrics(record.group_sizes).items())
+            for key, values in curves.items():
+                metrics.extend(Metric(key, _finite_or_nan(v), now, step) for step, v in enumerate(values))
+            for start in range(0, len(metrics), 1000):
+                self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+            self.client.log_dict(run_id, record.to_json(), "trial.json")
+        self.client.set_terminated(run_id, "FINISHED", end_time=start_ms + int(record.timing.seconds * 1000))
+        return run_id
+
+    def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Add metrics to a finished run, leaving out keys it has (so a re-run logs nothing twice)."""
+        from mlflow.entities import Metric
+
+        have = self.client.get_run(run_id).data.metrics
+        now = _now_ms()
+        missing = [Metric(k, _finite_or_nan(v), now, 0) for k, v in metrics.items() if k not in have]
+        if missing:
+            self.client.log_batch(run_id, metrics=missing)
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start:start + 100])
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _finite_or_nan(value: Any) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else math.nan
