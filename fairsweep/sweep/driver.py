@@ -84,6 +84,7 @@ class SweepDriver:
                                     parent_run_id=parent_run_id)
         self.trials: dict[str, Trial] = {}
         self.logged = logged  # trial id -> MLflow run id, of the trials this sweep's run holds
+        self.logged_now: set[str] = set()  # the trials logged by this invocation
         self.progress = None
         self.last_errors: dict[str, str] = {}  # trial id -> its last failed attempt's error, as Tune's callback said
         self._lock = threading.Lock()
@@ -162,6 +163,7 @@ class SweepDriver:
         if trial_id not in self.logged:
             try:
                 self.logged[trial_id] = self.tracking.log_trial(self.outcome.parent_run_id, trial, record, self.storage)
+                self.logged_now.add(trial_id)
             except Exception as exc:  # the trial's results are safe in the store; re-running logs them
                 self.outcome.failed[trial_id] = (f"logging to MLflow failed ({one_line(exc)}); its results are kept "
                                                  "in the storage and re-running the command logs them")
@@ -187,7 +189,8 @@ class SweepDriver:
             if changed:
                 record.metrics.update(changed)
                 update_trial_metrics(self.storage, trial.id, changed)
-            if trial.id in self.logged:
+            # a run logged by an earlier invocation holds what its record held then: only a change is missing
+            if trial.id in self.logged and (changed or trial.id in self.logged_now):
                 self.tracking.log_missing_metrics(self.logged[trial.id], metrics)
 
 
