@@ -188,8 +188,15 @@ def test_figures_whose_metrics_the_trials_lack_are_left_out_saying_why():
         with pytest.raises(LeftOut) as raised:
             draw(frame)
         assert why in str(raised.value), draw.__name__
+    searched = synthetic_runs()[0]  # a search's points: every µ at a budget of its own
+    for run in searched:
+        if run["params"][MU] != "0.0":
+            run["params"][BUDGET] = str(float(run["params"][BUDGET]) + 0.05)
+    for draw in (mu_ablation, mu_effects):
+        with pytest.raises(LeftOut, match="no budget was run at two µ or more under Algorithm 1"):
+            draw(frame_of(searched))
     mitigated_only = frame_of(synthetic_runs(mus=(0.01,))[0])
-    with pytest.raises(LeftOut, match=r"no plain-KD trial \(µ = 0 under Algorithm 1\) has finished"):
+    with pytest.raises(LeftOut, match=r"no finished trial was finetuned by plain KD \(µ = 0 under Algorithm 1\)"):
         group_accuracy_bars(mitigated_only)
 
 
@@ -351,3 +358,21 @@ def test_a_number_is_shown_with_its_std_and_never_as_minus_zero():
     assert mean_std(-0.0001, math.nan, ".2f") == "0.00" and mean_std(-0.0, 0.5, ".1f") == "0.0 ± 0.5"
     assert mean_std(-0.01, math.nan, ".2f") == "-0.01"
     assert mean_std(math.nan, 1.0, ".2f") == "—"
+
+
+def test_a_search_gets_the_importance_of_its_keys_and_its_hypervolume_history(tiny_raw):
+    from fairsweep.report import sections
+    from fairsweep.spec import validate_spec
+
+    tiny_raw["sweep"] = {"search": {"space": {BUDGET: {"type": "float", "low": 0.05, "high": 0.6},
+                                              MU: {"type": "float", "low": 0.0, "high": 0.05}},
+                                    "objectives": {"acc": "max", "drop_gap_pct": "min"}, "n_trials": 4}}
+    drawn = {s.name: s for s in sections(frame_of(synthetic_runs()[0]), validate_spec(tiny_raw))}
+    assert drawn["importance"].left_out is None and drawn["hypervolume_history"].left_out is None
+    importance = drawn["importance"].tables["importance"]
+    assert importance["key"].tolist() == [BUDGET, MU]
+    assert importance[["acc", "drop_gap_pct"]].sum().tolist() == pytest.approx([1.0, 1.0])
+    history = drawn["hypervolume_history"].tables["history"]
+    assert len(history) == len(BUDGETS) * len(MUS)
+    # the history ends where the front's hypervolume (the caption's, as `fairsweep pareto` gives it) is
+    assert f"Hypervolume {history['hypervolume'].iloc[-1]:.6g} against" in drawn["pareto_front"].caption

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
@@ -57,7 +58,7 @@ def plain_kd(frame: pd.DataFrame) -> pd.DataFrame:
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:
     rows = plain_kd(frame)
     if rows.empty:
-        raise LeftOut("no plain-KD trial (µ = 0 under Algorithm 1) has finished")
+        raise LeftOut("no finished trial was finetuned by plain KD (µ = 0 under Algorithm 1)")
     return rows
 
 
@@ -106,8 +107,7 @@ class GroupStyle:
 
     def __init__(self, groups: pd.DataFrame):
         self.order = list(dict.fromkeys(groups["group"]))
-        colours = [f"C{i}" for i in range(10)] if len(self.order) <= 10 else \
-            [tuple(c) for c in __import__("matplotlib").colormaps["tab20"].colors]
+        colours = [f"C{i}" for i in range(10)] if len(self.order) <= 10 else list(colormaps["tab20"].colors)
         self.colour = {g: colours[i % len(colours)] for i, g in enumerate(self.order)}
         train = groups.groupby("group")["train_size"].mean() if "train_size" in groups else pd.Series(dtype=float)
         test = groups.groupby("group")["test_size"].mean() if "test_size" in groups else pd.Series(dtype=float)
@@ -117,6 +117,11 @@ class GroupStyle:
             minority = " (minority)" if g in train and train[g] < largest / 2 else ""
             size = f", n={test[g]:.0f}" if g in test else ""
             self.label[g] = f"{g}{minority}{size}"
+
+
+def _trials(groups: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial of a `group_frame`."""
+    return groups.drop_duplicates("run_id" if "run_id" in groups else "trial_id")
 
 
 def _budget_points(trials: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -147,15 +152,17 @@ def _grouped_bars(ax, stats: pd.DataFrame, metric: str, categories: list[tuple],
                                 va="bottom", fontsize=6, rotation=90)
             ax.margins(y=0.1)
     ax.set_xticks(range(len(categories)), [label for _, label in categories], fontsize=8)
+    ax.set_xlim(-0.5, len(categories) - 0.5)  # a budget no trial here finished keeps its place
     ax.grid(axis="y", alpha=0.3)
 
 
 def _budget_clusters(groups: pd.DataFrame, keys: list[str], metric: str, base_metric: str | None,
-                     extra: list[str] = ()) -> tuple[pd.DataFrame, list[tuple]]:
+                     extra: list[str] = (), among: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[tuple]]:
     """Stats of `metric` per budget and group (and of `base_metric`, the base model's, as a cluster of its
-    own, first), and the clusters in order: the base model, then budgets from the most ReLUs down."""
+    own, first), and the clusters in order: the base model, then the budgets of `among` (default: of
+    `groups`; a budget with no trial here is a gap) from the most ReLUs down."""
     stats = _stats(groups, [*keys, BUDGET, "group"], [metric, *extra])
-    points = _budget_points(_trials(groups), [*keys, BUDGET])
+    points = _budget_points(_trials(groups if among is None else among), [BUDGET])
     points = points.sort_values("relu_pct_mean", ascending=False)
     categories = [(b, _budget_label(row)) for b, (_, row) in zip(points[BUDGET], points.iterrows())]
     stats = stats.assign(_category=stats[BUDGET])
@@ -178,7 +185,8 @@ def _bar_figure(groups: pd.DataFrame, panels, metric: str, base_metric: str | No
     extra = ["test_size"] if sizes and "test_size" in groups else []
     for ax, (name, part) in zip(axes, parts):
         keys = list(dict.fromkeys([*_panel_keys(part, panels), MU]))
-        stats, categories = _budget_clusters(part, keys, metric, base_metric, extra)
+        same_method = groups[groups[METHOD] == part[METHOD].iloc[0]] if METHOD in groups else groups
+        stats, categories = _budget_clusters(part, keys, metric, base_metric, extra, among=same_method)
         _grouped_bars(ax, stats, metric, categories, style, sizes=sizes)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}{': ' + name if name else ''}", fontsize=10)
@@ -233,11 +241,6 @@ def _with_relu_pct(stats: pd.DataFrame, trials: pd.DataFrame, keys: list[str]) -
     """`stats` (per keys, a budget among them) with the ReLUs kept of each budget: `relu_pct_mean`, ..."""
     points = _budget_points(trials, keys)
     return stats.merge(points, on=keys, how="left").sort_values("relu_pct_mean", kind="stable")
-
-
-def _trials(groups: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial of a `group_frame`."""
-    return groups.drop_duplicates("run_id" if "run_id" in groups else "trial_id")
 
 
 def drop_by_budget(frame: pd.DataFrame, panels=PANELS) -> Drawn:
@@ -307,7 +310,7 @@ def distance_and_diagnostics(frame: pd.DataFrame, panels=PANELS) -> Drawn:
         at = part[part[BUDGET] == stats[BUDGET].iloc[0]]  # the fewest ReLUs kept
         if diagnostics:
             tightest.append(_stats(at, [*keys, "group"], ["group_acc", *diagnostics]).assign(
-                relu_pct_mean=stats["relu_pct_mean"].iloc[0], _marker=MARKERS[i % len(MARKERS)]))
+                relu_pct_mean=stats["relu_pct_mean"].iloc[0], _marker=MARKERS[i % len(MARKERS)], _panel=name))
     axes[0].set_ylabel("‖θ̃ − θ‖")
     axes[0].set_title("Distance to the base model's parameters", fontsize=10)
     _relu_axis(axes[0], pd.concat(distances)["relu_pct_mean"])
@@ -319,16 +322,19 @@ def distance_and_diagnostics(frame: pd.DataFrame, panels=PANELS) -> Drawn:
         points = pd.concat(tightest, ignore_index=True)
         for ax, metric in zip(axes[1:], diagnostics):
             for _, row in points.iterrows():
-                first = row["_marker"] == MARKERS[0]
                 ax.errorbar(row[f"{metric}_mean"], row["group_acc_mean"], xerr=row[f"{metric}_std"],
                             yerr=row["group_acc_std"], fmt=row["_marker"], color=style.colour[row["group"]],
-                            capsize=2, elinewidth=0.8, label=style.label[row["group"]] if first else None)
+                            capsize=2, elinewidth=0.8)
             ax.set_xlabel(labels[metric])
             ax.set_ylabel("group test accuracy")
             ax.set_title(f"At the tightest budget ({points['relu_pct_mean'].min():.3g}% ReLUs)", fontsize=10)
             ax.grid(alpha=0.3)
-        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-        tables["groups"] = points.drop(columns="_marker")
+        handles = [axes[-1].plot([], [], "o", color=style.colour[g], label=style.label[g])[0] for g in style.order]
+        if points["_panel"].nunique() > 1:  # which marker is which method
+            handles += [axes[-1].plot([], [], marker, color="gray", label=panel)[0]
+                        for marker, panel in dict(zip(points["_marker"], points["_panel"])).items()]
+        axes[-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+        tables["groups"] = points.drop(columns=["_marker", "_panel"])
     notes = [f"no `{m}/<g>` metric ({MISSING[m]}): its panel is left out"
              for m in ("group_grad_norm", "group_margin") if m not in diagnostics]
     return Drawn(fig, tables, notes=notes)
@@ -364,17 +370,15 @@ def bound_against_excess_loss(frame: pd.DataFrame, panels=PANELS) -> Drawn:
     diagonal = ax.plot([low, high], [low, high], "k:", linewidth=1, label="excess loss = bound")[0]
     ax.set_xlim(low, high)
     ax.set_ylim(bottom, top)
-    if low > top:  # the diagonal is above the view: say so, or a reader looks for it
-        ax.text(0.02, 0.97, "excess loss = bound lies above this view", transform=ax.transAxes, fontsize=8,
-                va="top")
     handles = [ax.plot([], [], "o", color=style.colour[g], label=style.label[g])[0] for g in style.order]
-    handles += [ax.plot([], [], MARKERS[i % len(MARKERS)], color="gray", label=f"budget {b:g}")[0]
+    handles += [ax.plot([], [], MARKERS[i % len(MARKERS)], color="gray", label=f"budget {b:.3g}")[0]
                 for i, b in enumerate(budgets)]
     ax.legend(handles=[*handles, diagonal], fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     ax.set_xlabel("bound ‖g‖·‖θ̃ − θ‖ + ½·λmax(H)·‖θ̃ − θ‖²")
     ax.set_ylabel("excess loss J(θ̃; S_g) − J(θ; S_g)")
     holds = groups["bound_holds"].mean()
-    ax.set_title(f"Theorem 4.4: the bound holds for {holds:.0%} of (trial, group)", fontsize=10)
+    above = "\n(the diagonal, excess loss = bound, lies above this view)" if low > top else ""  # or a reader looks for it
+    ax.set_title(f"Theorem 4.4: the bound holds for {holds:.0%} of (trial, group){above}", fontsize=10)
     ax.grid(alpha=0.3)
     pairs = groups.dropna(subset=["bound", "excess_loss"])
     positive = pairs[pairs["excess_loss"] > 0]

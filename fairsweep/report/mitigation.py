@@ -33,11 +33,13 @@ def mitigation_bars(frame: pd.DataFrame, panels=PANELS) -> Drawn:
 
 
 def _algorithm1(frame: pd.DataFrame) -> pd.DataFrame:
-    """Algorithm 1's trials (µ = 0 is plain KD), where the sweep has more than one µ."""
+    """Algorithm 1's trials (µ = 0 is plain KD), where the sweep ran some budget at two µ or more."""
     rows = frame[frame[MITIGATION] == "algorithm1"] if MITIGATION in frame else frame
     if rows[MU].nunique() < 2:
         raise LeftOut(f"the sweep has one µ ({', '.join(f'{m:g}' for m in sorted(rows[MU].unique()))}) under "
                       "Algorithm 1: an ablation needs two or more")
+    if rows.groupby(BUDGET)[MU].nunique().max() < 2:  # a search's points: every µ at a budget of its own
+        raise LeftOut("no budget was run at two µ or more under Algorithm 1: an ablation compares µ at a budget")
     return rows
 
 
@@ -59,6 +61,9 @@ def mu_ablation(frame: pd.DataFrame, panels=PANELS) -> Drawn:
         for c, mu in enumerate(mus):
             ax = axes[r, c]
             at = stats[stats[MU] == mu]
+            if at.empty:  # this method was not run at this µ
+                ax.set_axis_off()
+                continue
             for group in style.order:
                 line = at[at["group"] == group]
                 _line(ax, line["relu_pct_mean"], line, "group_drop_pct", color=style.colour[group],

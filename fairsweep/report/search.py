@@ -107,6 +107,7 @@ def importances(frame: pd.DataFrame, objectives: dict[str, str], space: dict | N
     from optuna.importance import FanovaImportanceEvaluator
 
     keys = list(space) if space is not None else [k for k in frame if k.count(".")]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per in-memory study
     means, _ = seed_statistics(frame, keys, objectives)
     means = means[np.isfinite(means[list(objectives)].to_numpy(dtype=float)).all(1)]
     if len(means) < 2:
