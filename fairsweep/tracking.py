@@ -17,7 +17,7 @@ from typing import Any
 
 from fairsweep import __version__, errors
 from fairsweep.errors import UserError, unwritable
-from fairsweep.metrics.values import safe_key
+from fairsweep.metrics.values import group_size_metrics, safe_key
 from fairsweep.spec import Spec, load_spec, validate_spec
 from fairsweep.sweep.records import TrialRecord
 from fairsweep.sweep.store import DamagedStage, StageStore
@@ -264,11 +264,6 @@ def experiment_names(uri: str) -> list[str]:
     from mlflow.tracking import MlflowClient
 
     return [exp.name for exp in MlflowClient(absolute_uri(uri)).search_experiments()]
-
-
-def group_size_metrics(group_sizes: dict[str, dict[str, int]]) -> dict[str, int]:
-    """`group_size/<split>/<g>`: the samples of each group in each split (the paper prints them)."""
-    return {f"group_size/{split}/{safe_key(g)}": n for split, sizes in group_sizes.items() for g, n in sizes.items()}
 
 
 def _now_ms() -> int:

@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Iterable
 
+from fairsweep.metrics.values import group_size_metrics
 from fairsweep.sweep.records import TrialRecord
 
 # The printed table's metrics, as they exist: mitigation_drop_pct only where a sweep has twins
@@ -20,8 +21,6 @@ def records_frame(records: Iterable[TrialRecord], keys: list[str]):
     """One row per record: `trial_id`, the values of `keys` (the sweep's varied keys; another key's
     value is the trial spec's), `seed`, every metric and, as MLflow has them, the group sizes."""
     import pandas as pd
-
-    from fairsweep.tracking import group_size_metrics
 
     rows = []
     for record in records:
