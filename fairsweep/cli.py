@@ -50,7 +50,6 @@ if not console.is_terminal:  # logs and CI: wide enough that the results table d
 err_console = Console(stderr=True)
 
 
-
 @app.callback(invoke_without_command=True)
 def _top(ctx: typer.Context, version: Annotated[bool, typer.Option(
         "--version", is_eager=True, help="print fairsweep's version and exit")] = False) -> None:
@@ -70,6 +69,8 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
 StorageOpt = Annotated[Path, typer.Option(metavar="DIR", help="where stages, trial records and Tune state live")]
 VerboseOpt = Annotated[bool, typer.Option(
     "--verbose", help="show Ray's, Ray Tune's and MLflow's own output (hidden by default) and the trials' own lines")]
+TargetArg = Annotated[str, typer.Argument(help="a sweep spec (YAML), or the name of an MLflow experiment (its latest sweep)")]
+TrackingUriOpt = Annotated[str, typer.Option(metavar="URI", help="the MLflow store of an experiment NAME")]
 
 
 def _set_verbose(on: bool) -> None:
@@ -273,8 +274,7 @@ def relus(
 
 @app.command(cls=_Command)
 def pareto(
-    target: Annotated[str, typer.Argument(help="a sweep spec (YAML), or the name of an MLflow experiment (its "
-                                               "latest sweep)")],
+    target: TargetArg,
     set_: SetOpt = None,
     objective: Annotated[Optional[list[str]], typer.Option(
         metavar="METRIC:max|min", help="METRIC:max or METRIC:min, repeatable; default: the spec's sweep.search.objectives, for a grid "
@@ -287,7 +287,7 @@ def pareto(
     y: Annotated[Optional[str], typer.Option(metavar="METRIC", help="the plot's y axis (default the second objective)")] = None,
     color: Annotated[Optional[str], typer.Option(metavar="METRIC", help="the plot's colour (default the third objective)")] = None,
     plot: Annotated[Optional[Path], typer.Option(metavar="FILE", help="where to save the plot (default ./NAME-pareto.png)")] = None,
-    tracking_uri: Annotated[str, typer.Option(metavar="URI", help="the MLflow store of an experiment NAME")] = "sqlite:///mlflow.db",
+    tracking_uri: TrackingUriOpt = "sqlite:///mlflow.db",
 ) -> None:
     """The non-dominated trials of a sweep after seed averaging, their hypervolume and a plot.
 
@@ -344,6 +344,15 @@ def pareto(
     console.print(f"hypervolume {front.hypervolume:.6g} (reference {reference_text})\nplot: {path}\n"
                   f"logged to MLflow run {sweep.parent_run_id} (pareto_hypervolume, pareto/)", highlight=False,
                   soft_wrap=True)
+
+
+@app.command(cls=_Command)
+def report(target: TargetArg, set_: SetOpt = None, tracking_uri: TrackingUriOpt = "sqlite:///mlflow.db", out: Annotated[
+        Optional[Path], typer.Option(metavar="DIR", help="where to write it (default ./NAME-report/)")] = None) -> None:
+    """The paper's figures of a sweep (mean ± std over seeds) and their tables: PNGs, one HTML page, logged to MLflow."""
+    from fairsweep.report import report_sweep  # matplotlib and pandas load only here
+
+    report_sweep(target, set_ or [], out, tracking_uri, console, fail=_fail)
 
 
 def _count(n: int, noun: str) -> str:

@@ -131,6 +131,119 @@ def test_paper_figures_from_the_finished_sweep(swept):
     assert re.search(r"Theorem 4.4's bound holds for [\d.]+% of \(trial, group\) pairs", result.stdout)
 
 
+REPORT_FIGURES = {"fig1_group_accuracy", "fig5_7_drop", "fig3_grad_norms", "fig4_hessian", "fig8_distance_diagnostics",
+                  "theorem_4_4", "fig9_mitigation", "fig15_mu_ablation", "mu_effects", "pareto_front"}
+
+
+def per_run(children, metric: str, group):
+    """A report table's metric for each MLflow run, recomputed here from the runs' own columns."""
+    def m(key):
+        return children[f"metrics.{key}"]
+
+    def base_group(g):  # the base model's accuracy on g: none right where the drop is NaN
+        return (m(f"group_acc/{g}") / (1 - m(f"group_drop_pct/{g}") / 100)).where(m(f"group_drop_pct/{g}").notna(), 0.0)
+
+    groups = [c.split("/")[-1] for c in children if c.startswith("metrics.group_size/test/")]
+    base_acc = sum(base_group(g) * m(f"group_size/test/{g}") for g in groups) / sum(m(f"group_size/test/{g}") for g in groups)
+    derived = {"relu_pct": lambda: m("relu_fraction") * 100, "base_acc": lambda: base_acc,
+               "drop_pct": lambda: (base_acc - m("acc")) / base_acc * 100,
+               "test_size": lambda: m(f"group_size/test/{group}"), "train_size": lambda: m(f"group_size/train/{group}"),
+               "base_group_acc": lambda: base_group(group),
+               "bound_holds": lambda: (m(f"excess_loss/{group}") <= m(f"bound/{group}")).astype(float)}
+    if metric in derived:
+        return derived[metric]()
+    return m(f"{metric}/{group}") if group is not None and f"metrics.{metric}/{group}" in children else m(metric)
+
+
+def same_value(param: str, value) -> bool:
+    try:
+        return float(param) == float(value)
+    except ValueError:
+        return str(param) == str(value)
+
+
+def recompute(children, row):
+    """(mean, std, count) of each `<m>_mean` metric of a report table's row over the MLflow runs its keys
+    name; a `base` budget is the base model's (its `base_` metric, one run per seed)."""
+    runs = children
+    for key in [k for k in row.index if "." in k and not (k == "linearize.budget" and row[k] == "base")]:
+        runs = runs[runs[f"params.{key}"].map(lambda p, v=row[key]: same_value(p, v))]
+    base = row.get("linearize.budget") == "base"
+    if base:
+        runs = runs.drop_duplicates("params.seed")
+    group = row.get("group")
+    out = {}
+    for metric in [c[:-len("_mean")] for c in row.index if c.endswith("_mean")]:
+        source = f"base_{metric}" if base and metric.startswith("group_") else metric
+        values = per_run(runs, source, None if pd.isna(group) else str(group)).dropna()
+        out[metric] = (values.mean(), values.std(), len(values))
+    return out
+
+
+def shown_numbers(text: str):
+    """A page's `mean ± std` cell as numbers, each with how far from the true value its rounding may be."""
+    if text == "—":
+        return []
+    numbers = []
+    for part in text.split(" ± "):
+        decimals = len(part.split(".")[1]) if "." in part and "e" not in part else 0
+        numbers.append((float(part), 5e-4 * abs(float(part)) if "e" in part else 0.5 * 10 ** -decimals + 1e-12))
+    return numbers
+
+
+def test_report_of_the_finished_sweep_draws_every_figure_with_the_numbers_mlflow_holds(swept, monkeypatch):
+    from test_report import Cells
+
+    tmp_path = swept[0]
+    sets = [arg for item in TINY_OVERRIDES for arg in ("--set", item)]
+    result = fairsweep_cli("report", str(DIGITS_MU_ABLATION), *sets, "--out", "report", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = tmp_path / "report"
+    assert {p.stem for p in (out / "figures").glob("*.png")} == REPORT_FIGURES
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in (out / "figures").glob("*.png"))
+    assert "left out: Importance of the searched keys (a grid sweep, not an Optuna search)" in result.stdout
+    page = Cells()
+    page.feed((out / "report.html").read_text())
+    assert len(page.sources) == len(REPORT_FIGURES) and all(s.startswith("data:image/png;base64,") for s in page.sources)
+    parent = re.search(r"logged to MLflow run (\w+) \(report/\)", result.stdout)[1]
+    # the oracle: the sweep's finished trial runs, straight from MLflow, recomputed with pandas
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"])
+    children = runs[(runs["tags.mlflow.parentRunId"] == parent) & (runs["tags.fairsweep.role"] == "trial")]
+    assert len(children) == 4
+    checked = 0
+    for csv_path in sorted((out / "tables").glob("*.csv")):
+        table = pd.read_csv(csv_path)
+        cells = page.tables[csv_path.stem]
+        header, rows = cells[0], cells[1:]
+        assert len(rows) == len(table), csv_path.name
+        for (_, row), shown in zip(table.iterrows(), rows):
+            expected = recompute(children, row)
+            on_page = dict(zip(header, shown))
+            for metric, (mean, std, count) in expected.items():
+                assert row[f"{metric}_mean"] == pytest.approx(mean, nan_ok=True), (csv_path.name, metric, dict(row))
+                if f"{metric}_std" in row:
+                    assert row[f"{metric}_std"] == pytest.approx(std, nan_ok=True), (csv_path.name, metric)
+                if f"{metric}_count" in row:
+                    assert row[f"{metric}_count"] == count, (csv_path.name, metric)
+                for (number, tolerance), truth in zip(shown_numbers(on_page[metric]), (mean, std)):
+                    assert abs(number - truth) <= tolerance, (csv_path.name, metric, on_page[metric], truth)
+                checked += 1
+    assert checked > 300
+    # the base model's accuracy, derived from the runs' metrics, is the trial records' own
+    base = pd.read_csv(out / "tables" / "fig5_7_drop-overall.csv")["base_acc_mean"].unique()
+    assert sorted(base) == pytest.approx(sorted({r["accuracy"]["base"]["overall"] for r in records(tmp_path)}))
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(parent, "report")}
+    assert {"report/report.html", "report/figures", "report/tables"} <= logged
+    # analysis/README.md's snippet redraws Figure 1 from MLflow alone
+    snippet = re.search(r"```python\n(.*?)```", (ROOT / "analysis" / "README.md").read_text(), re.S)[1]
+    (tmp_path / "snippet.py").write_text(snippet)
+    ran = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "fig1.png").stat().st_size > 0 and "group_acc_mean" in pd.read_csv(tmp_path / "fig1.csv")
+
+
 def test_effects_script_reads_the_finished_sweep_and_fails_without_seed_spread(swept):
     result = analysis_script(swept[0], "mu_ablation_effects.py")
     # one seed: no std, so neither effect can be shown beyond the spread

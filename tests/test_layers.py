@@ -1,5 +1,5 @@
 """The package's layers import downwards only: spec ← data, models ← linearize ← train ← metrics ← sweep ←
-tracking ← cli. Each layer is imported in a fresh interpreter, and what it pulled in of fairsweep is checked
+tracking ← report ← cli. Each layer is imported in a fresh interpreter, and what it pulled in of fairsweep is checked
 against the layers below it; the spec alone needs neither torch nor any registry."""
 
 import json
@@ -12,7 +12,7 @@ from conftest import ROOT
 
 # lowest first; errors, registry and files are utilities every layer may use
 LAYERS = {"spec": 0, "data": 1, "models": 1, "linearize": 2, "train": 3, "metrics": 4, "sweep": 5, "tracking": 6,
-          "cli": 7}
+          "report": 7, "cli": 8}
 UTILITIES = {"fairsweep", "fairsweep.errors", "fairsweep.registry", "fairsweep.files", "fairsweep.__main__"}
 
 

@@ -251,7 +251,7 @@ def test_cli_version_and_bare_command(tmp_path):
     assert bare.returncode == 0 and "Usage:" in bare.stdout and "run" in bare.stdout and "validate" in bare.stdout
 
 
-@pytest.mark.parametrize("command", ["", "validate", "run", "datasets", "relus", "pareto"])
+@pytest.mark.parametrize("command", ["", "validate", "run", "datasets", "relus", "pareto", "report"])
 def test_cli_help_shows_what_to_write_and_whole_sentences(tmp_path, command):
     result = cli(*([command] if command else []), "--help", cwd=tmp_path)
     text = result.stdout

@@ -119,3 +119,8 @@ def relative_drop(reference: GroupMetrics, other: GroupMetrics) -> GroupMetrics:
     base model for linearization (Figure 6), against the plain-KD model for mitigation (Figure 9)."""
     by_group = {name: drop_pct(reference.by_group[name], value) for name, value in other.by_group.items()}
     return GroupMetrics(drop_pct(reference.overall, other.overall), by_group, other.counts)
+
+
+def group_size_metrics(group_sizes: dict[str, dict[str, int]]) -> dict[str, int]:
+    """`group_size/<split>/<g>`: the samples of each group in each split (the paper prints them)."""
+    return {f"group_size/{split}/{safe_key(g)}": n for split, sizes in group_sizes.items() for g, n in sizes.items()}

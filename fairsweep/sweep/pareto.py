@@ -89,6 +89,7 @@ class Front:
     on_front: np.ndarray  # bool per row; False for rows with a missing objective too
     reference: np.ndarray  # in the objectives' own directions (as a user writes it)
     hypervolume: float
+    spread: "pd.DataFrame | None" = None  # noqa: F821  the objectives' std over seeds, a row per row of `table`
 
     @property
     def front(self):
@@ -108,7 +109,13 @@ def seed_means(runs: list[dict], config_keys: list[str], objectives: dict[str, s
     """One row per configuration (the values of `config_keys`, seeds left out): the mean of each
     objective over its seeds, the number of seeds and their MLflow run ids. `runs` are the sweep's
     trial runs as {"run_id", "params", "metrics"}."""
-    frame = runs_frame(runs, config_keys)
+    return seed_statistics(runs_frame(runs, config_keys), config_keys, objectives)[0]
+
+
+def seed_statistics(frame, config_keys: list[str], objectives: dict[str, str]):
+    """`seed_means` of a table of trial runs (`runs_frame`), and beside it the objectives' std over the
+    seeds (NaN for one seed), a row per configuration in the same order."""
+    frame = frame.copy()
     for metric in objectives:
         if metric not in frame:
             frame[metric] = math.nan
@@ -117,16 +124,22 @@ def seed_means(runs: list[dict], config_keys: list[str], objectives: dict[str, s
         frame["configuration"] = "all"
     grouped = frame.groupby(keys, sort=True, dropna=False)
     table = grouped[list(objectives)].mean()
+    spread = grouped[list(objectives)].std().reset_index(drop=True)
     table["seeds"] = grouped["run_id"].count()
     table["run_ids"] = grouped["run_id"].agg(lambda ids: sorted(ids))
-    return table.reset_index()
+    return table.reset_index(), spread
 
 
 def pareto_front(runs: list[dict], config_keys: list[str], objectives: dict[str, str],
                  reference: list[float] | None = None) -> Front:
     """The non-dominated configurations of a sweep after seed averaging, and their hypervolume against
     `reference` (objective values in their own directions; default: see `default_reference`)."""
-    table = seed_means(runs, config_keys, objectives)
+    return front_of(runs_frame(runs, config_keys), config_keys, objectives, reference)
+
+
+def front_of(frame, config_keys: list[str], objectives: dict[str, str], reference: list[float] | None = None) -> Front:
+    """`pareto_front` of a table of trial runs (`runs_frame`)."""
+    table, spread = seed_statistics(frame, config_keys, objectives)
     directions = list(objectives.values())
     values = table[list(objectives)].to_numpy(dtype=float)
     complete = np.isfinite(values).all(1)
@@ -138,25 +151,38 @@ def pareto_front(runs: list[dict], config_keys: list[str], objectives: dict[str,
     else:
         ref = to_minimize(np.asarray(reference, dtype=float), directions)
     volume = hypervolume(points[non_dominated(points)], ref) if len(points) else 0.0
-    return Front(table, config_keys, objectives, on_front, to_minimize(ref, directions), volume)
+    return Front(table, config_keys, objectives, on_front, to_minimize(ref, directions), volume, spread)
 
 
 def plot_front(front: Front, x: str, y: str, color: str | None, path: Path, title: str) -> Path:
-    """Every configuration as a point (x, y), coloured by a third metric; dominated points faint."""
-    import matplotlib
+    """`draw_front`, saved to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draw_front(front, x, y, color, title).savefig(path, dpi=120, bbox_inches="tight")
+    return path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def draw_front(front: Front, x: str, y: str, color: str | None, title: str):
+    """Every configuration as a point (x, y), coloured by a third metric; dominated points faint; the
+    seed std of x and y as error bars where there are two seeds or more. A matplotlib Figure."""
+    from matplotlib.figure import Figure
 
     table = front.table
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig = Figure(figsize=(6.4, 4.8))
+    ax = fig.subplots()
+    if front.spread is not None and front.spread[[x, y]].notna().any().any():
+        for on, alpha in ((False, 0.25), (True, 0.8)):
+            rows = front.on_front == on
+            ax.errorbar(table.loc[rows, x], table.loc[rows, y], xerr=front.spread.loc[rows, x],
+                        yerr=front.spread.loc[rows, y], fmt="none", ecolor="gray", alpha=alpha, elinewidth=1,
+                        capsize=2, zorder=1, label="seed std" if on else None)
     for on, alpha, edge in ((False, 0.25, "none"), (True, 1.0, "black")):
         rows = table[front.on_front == on]
         if rows.empty:
             continue
         shade = ({"c": rows[color], "cmap": "viridis", "vmin": table[color].min(), "vmax": table[color].max()}
                  if color else {"c": "tab:blue" if on else "tab:gray"})
-        scatter = ax.scatter(rows[x], rows[y], alpha=alpha, edgecolors=edge, s=40 if on else 25,
+        scatter = ax.scatter(rows[x], rows[y], alpha=alpha, edgecolors=edge, s=40 if on else 25, zorder=2,
                              label="non-dominated" if on else "dominated", **shade)
     numbered = front.numbered()
     for _, first in numbered.drop_duplicates("point").iterrows():  # each point keyed to its row of the table
@@ -167,11 +193,7 @@ def plot_front(front: Front, x: str, y: str, color: str | None, path: Path, titl
     ax.set_ylabel(f"{y} ({front.objectives[y]})")
     ax.set_title(title)
     ax.legend(loc="best")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return fig
 
 
 def choose_objectives(spec, options: list[str]) -> dict[str, str]:

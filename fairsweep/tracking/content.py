@@ -10,7 +10,7 @@ from typing import Any
 from fairsweep.data import data_root, dataset_info
 from fairsweep.data.checks import option_readers
 from fairsweep.errors import UserError
-from fairsweep.metrics.values import safe_key
+from fairsweep.metrics.values import group_size_metrics, safe_key  # noqa: F401 (group_size_metrics: re-exported)
 from fairsweep.spec import LINEARIZATION_METHODS, Spec
 from fairsweep.sweep.plan import Trial, has_finetune_stage
 
@@ -87,11 +87,6 @@ def _drop_unread(tree: dict[str, Any], methods: set[str], datasets: set[str]) ->
             tree["data"].pop(key, None)
     if all(dataset_info(name).embedded for name in datasets):
         tree["data"].pop("root", None)
-
-
-def group_size_metrics(group_sizes: dict[str, dict[str, int]]) -> dict[str, int]:
-    """`group_size/<split>/<g>`: the samples of each group in each split (the paper prints them)."""
-    return {f"group_size/{split}/{safe_key(g)}": n for split, sizes in group_sizes.items() for g, n in sizes.items()}
 
 
 def curve_key(key: str) -> str:

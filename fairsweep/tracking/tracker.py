@@ -116,8 +116,9 @@ class Tracker:
         return done
 
     def trial_runs(self, parent_id: str) -> list[dict]:
-        """The finished trial runs of a sweep: {"run_id", "params", "metrics"} each."""
-        return [{"run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics}
+        """The finished trial runs of a sweep: {"run_id", "params", "metrics", "end_time"} each."""
+        return [{"run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics,
+                 "end_time": run.info.end_time}
                 for run in self.child_runs(parent_id)
                 if run.info.status == "FINISHED" and run.data.tags.get(ROLE_TAG) == "trial"]
 
@@ -139,6 +140,10 @@ class Tracker:
         self.client.log_text(run_id, front_csv, "pareto/front.csv")
         self.client.log_dict(run_id, summary, "pareto/front.json")
         self.client.log_artifact(run_id, str(plot), "pareto")
+
+    def log_report(self, run_id: str, directory) -> None:
+        """A sweep's report (`fairsweep report`: its page, figures and tables) on its parent run, under `report/`."""
+        self.client.log_artifacts(run_id, str(directory), "report")
 
     def log_trial(self, parent_id: str, trial: Trial, record: TrialRecord, curves: dict[str, list[float]],
                   model=None, source: dict[str, str] | None = None) -> str:
