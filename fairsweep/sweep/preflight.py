@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from fairsweep import errors
-from fairsweep.data import ContentDigests, load_splits
+from fairsweep.data import ContentDigests, dataset_info, load_splits
 from fairsweep.data.cache import DataCache
 from fairsweep.data.checks import data_problems, ignored_keys
 from fairsweep.errors import UserError
@@ -147,7 +147,7 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
         seeds.setdefault((data_key, spec.seed), spec)
         if data_key not in summaries:
             try:
-                splits = load_splits(spec.data, spec.seed, cache)  # an embedded dataset's split, cached, too
+                splits = load_splits(spec.data, spec.seed, None if dataset_info(spec.data.dataset).embedded else cache)
             except UserError as exc:
                 problems.extend(exc.problems)
                 summaries[data_key] = None
