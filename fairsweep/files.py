@@ -75,11 +75,12 @@ def unreadable(error: BaseException) -> str:
 
 
 @contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock held while in the block; it dies with its process, so it is never left stale."""
+def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
+    """An exclusive lock (shared: one of many holders') held while in the block; it dies with its process,
+    so it is never left stale."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:

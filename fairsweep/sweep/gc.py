@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fairsweep.files import write_json_atomic
+from fairsweep.files import file_lock, write_json_atomic
 
 MANIFESTS = "sweeps"
 SWEEP_LOCK = Path("locks") / "sweeps.lock"
@@ -52,17 +52,9 @@ def write_manifest(storage: Path, spec_hash: str, name: str, plan, data_entries:
                              "data_cache": sorted(entries)})
 
 
-@contextmanager
-def sweep_running(storage: Path) -> Iterator[None]:
-    """Held by a running sweep: gc does not run meanwhile."""
-    path = Path(storage) / SWEEP_LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def sweep_running(storage: Path):
+    """Held by a running sweep (shared: sweeps run side by side): gc does not run meanwhile."""
+    return file_lock(Path(storage) / SWEEP_LOCK, shared=True)
 
 
 @contextmanager
