@@ -258,6 +258,7 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
         driver.progress = Progress(study.total_trials, already_done=driver.outcome.skipped, console=console,
                                    objectives=search.objectives)
         searcher = study if study.has_work else None
+
     def on_first_signal(signum: int) -> None:
         driver.progress.interrupted(signum)
         if searcher is not None:  # Tune asks it again as soon as a trial ends, before it sees the stopper
@@ -286,7 +287,10 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
     if outcome.failed and outcome.stopped is None and (low := low_disk(storage)):
         outcome.stopped = f"trials failed with {low}"  # their errors rarely say so (torch: "unexpected pos")
     if search is not None:  # the study's trials, known now
-        write_manifest(storage, spec.content_hash(), spec.name, outcome.plan, data_cache.TOUCHED)
+        try:
+            write_manifest(storage, spec.content_hash(), spec.name, outcome.plan, data_cache.TOUCHED)
+        except OSError as exc:  # a full disk: the last manifest stands; gc keeps what the records name
+            outcome.stopped = outcome.stopped or stop_cause(exc, storage)
     outcome.seconds = time.time() - started
     outcome.interrupted = interrupt.signum
     table = results_table(records_frame(outcome.records.values(), spec.sweep.varied_keys), spec.sweep.varied_keys)
