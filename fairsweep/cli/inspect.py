@@ -169,4 +169,7 @@ def report(target: TargetArg, set_: SetOpt = None, tracking_uri: TrackingUriOpt 
     """The paper's figures of a sweep (mean ± std over seeds) and their tables: PNGs, one HTML page, logged to MLflow."""
     from fairsweep.report import report_sweep  # matplotlib and pandas load only here
 
-    report_sweep(target, set_ or [], out, tracking_uri, console, fail=_fail)
+    try:
+        report_sweep(target, set_ or [], out, tracking_uri, console)
+    except UserError as exc:
+        _fail(exc)

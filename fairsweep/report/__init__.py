@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fairsweep.errors import UserError
 from fairsweep.report.figures import (BUDGET, METHOD, MITIGATION, MU, Drawn, LeftOut, bound_against_excess_loss,
                                       distance_and_diagnostics, drop_by_budget, gradient_norm_bars,
                                       group_accuracy_bars, hessian_bars)
@@ -161,17 +160,13 @@ def write_report(sweep, out: Path) -> Report:
     return Report(page, drawn, len(sweep.runs), sweep.parent_run_id)
 
 
-def report_sweep(target: str, overrides: list[str], out: Path | None, tracking_uri: str, console,
-                 fail: Callable[[UserError], None]) -> Report:
+def report_sweep(target: str, overrides: list[str], out: Path | None, tracking_uri: str, console) -> Report:
     """`fairsweep report TARGET`: the sweep of a spec file or the latest of an MLflow experiment
     (`fairsweep.tracking.sweep_runs`), its report in `out` (default `./NAME-report/`), a summary on
-    `console`; a user's mistake goes to `fail` (the command's: it prints the problem and exits 2)."""
+    `console`; a user's mistake (no such sweep, a bad `--set`) raises `UserError`."""
     from fairsweep.tracking import sweep_runs
 
-    try:
-        sweep = sweep_runs(target, overrides, tracking_uri)
-    except UserError as exc:
-        fail(exc)
+    sweep = sweep_runs(target, overrides, tracking_uri)
     done = write_report(sweep, out if out is not None else Path(f"{sweep.spec.name}-report"))
     folder = done.page.parent
     console.print(f"{sweep.spec.name}: report of {done.trials} finished trials in {done.page}", highlight=False,
