@@ -18,7 +18,8 @@ import os
 # imported, which in fairsweep happens only in this package, after this line.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from fairsweep.tracking.content import curve_key, flatten, group_size_metrics  # noqa: E402
+from fairsweep.metrics.values import group_size_metrics  # noqa: E402, F401
+from fairsweep.tracking.content import curve_key, flatten  # noqa: E402
 from fairsweep.tracking.stores import absolute_uri, experiment_names, runs_url, tracking_problems  # noqa: E402
 from fairsweep.tracking.sweep import SweepRuns, SweepTracking, log_trial, sweep_runs  # noqa: E402
 from fairsweep.tracking.tracker import PARENT_TAG, ROLE_TAG, SPEC_HASH_TAG, TRIAL_TAG, Tracker  # noqa: E402

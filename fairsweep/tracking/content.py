@@ -10,7 +10,7 @@ from typing import Any
 from fairsweep.data import data_root, dataset_info
 from fairsweep.data.checks import option_readers
 from fairsweep.errors import UserError
-from fairsweep.metrics.values import group_size_metrics, safe_key  # noqa: F401 (group_size_metrics: re-exported)
+from fairsweep.metrics.values import safe_key
 from fairsweep.spec import LINEARIZATION_METHODS, Spec
 from fairsweep.sweep.plan import Trial, has_finetune_stage
 

@@ -10,7 +10,8 @@ from fairsweep import __version__
 from fairsweep.files import sqlite_checkpoint, sqlite_wal
 from fairsweep.sweep.plan import Trial
 from fairsweep.sweep.records import TrialRecord
-from fairsweep.tracking.content import dataset_inputs, group_size_metrics, sweep_params, trial_params
+from fairsweep.metrics.values import group_size_metrics
+from fairsweep.tracking.content import dataset_inputs, sweep_params, trial_params
 from fairsweep.tracking.source import VERSION_TAG
 from fairsweep.tracking.stores import absolute_uri, embedded_database, view_state_tag
 
