@@ -21,6 +21,7 @@ from fairsweep.cli.output import _print_outcome
 def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAGE) -> None:
     """Check a spec without running it and print the plan: trials and unique stages of each kind."""
     from fairsweep.spec import load_spec
+    from fairsweep.sweep.footprint import plan_footprint
     from fairsweep.sweep.preflight import describe_plan, preflight
     from fairsweep.sweep.ray_session import local_resources
     from fairsweep.sweep.plan import probe_points
@@ -51,6 +52,7 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
     for kind, counts in info["stages"].items():
         table.add_row(kind, str(counts["unique"]), str(counts["stored"]), str(counts["unique"] - counts["stored"]))
     console.print(table)
+    console.print(plan_footprint(plan, checked.inputs_of).line(), highlight=False, soft_wrap=True)
 
 
 @app.command(cls=_Command)

@@ -61,6 +61,11 @@ class Checked:
     digests: Any  # `ContentDigests`: each data configuration's content digest, for the trials still to come
     budgets: list[str] = field(default_factory=list)  # each budget as the ReLU count it resolves to
     notes: list[str] = field(default_factory=list)  # on the spec, e.g. a data key its dataset ignores
+    inputs: dict[str, tuple[tuple[int, ...], int]] = field(default_factory=dict)  # `data_key` -> (shape, classes)
+
+    def inputs_of(self, spec: Spec) -> tuple[tuple[int, ...], int]:
+        """One sample's input shape and the number of classes of a trial's data (`footprint.InputsFn`)."""
+        return self.inputs[data_key(spec)]
 
     def lines(self) -> list[str]:
         """What the check saw, for people: each data configuration's groups, the budgets' counts, the notes."""
@@ -83,10 +88,11 @@ def preflight(spec: Spec, storage: Path | None, resources: dict[str, float] | No
     else:
         plan = Plan(spec, [Trial.of(spec, p, digests) for p in points])
     budgets: dict[tuple[str, Any], tuple[int, int]] = {}
-    data = check_plan(plan, resources, where, storage, budgets)
+    inputs: dict[str, tuple[tuple[int, ...], int]] = {}
+    data = check_plan(plan, resources, where, storage, budgets, inputs)
     lines = [f"{budget!r} → {count:,} of {total:,} ReLUs" + (f" ({arch})" if len({a for a, _ in budgets}) > 1 else "")
              for (arch, budget), (count, total) in budgets.items()]
-    return Checked(plan, data, digests, lines, notes)
+    return Checked(plan, data, digests, lines, notes, inputs)
 
 
 def storage_problems(storage: Path) -> list[str]:
@@ -123,8 +129,14 @@ def check_spec(spec: Spec, points: list[dict[str, Any]], varied: str = "sweep.gr
     return list(dict.fromkeys(notes))
 
 
+def data_key(spec: Spec) -> str:
+    """A trial's data configuration as a key: trials with equal keys load the same data."""
+    return json.dumps(spec.data.model_dump(mode="json"), sort_keys=True)
+
+
 def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "this machine",
-               storage: Path | None = None, budgets: dict | None = None) -> list[DataSummary]:
+               storage: Path | None = None, budgets: dict | None = None,
+               inputs: dict | None = None) -> list[DataSummary]:
     """The checks that need the data: group sizes, the architecture against the inputs, budgets against the
     model's ReLUs, and (unless `resources` is None) whether Ray can ever schedule a trial.
 
@@ -133,32 +145,33 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
     the plan has problems: decoding is the expensive part). Once the plan has none, each configuration
     is split with every seed of the plan, checked, and cached there too, so that the trials' workers
     never compute a split. Returns what was seen of each data configuration (split with its first seed);
-    `budgets`, if given, receives (architecture, budget) -> (ReLU count, the model's ReLUs) of every trial."""
+    `budgets`, if given, receives (architecture, budget) -> (ReLU count, the model's ReLUs) of every trial;
+    `inputs`, `data_key` -> (one sample's input shape, the number of classes) of every data configuration."""
     problems = resource_problems(plan.spec, resources, where)
     cache = DataCache(StageStore(storage).data_cache) if storage is not None else None
     summaries: dict[str, DataSummary | None] = {}
-    inputs: dict[str, tuple[tuple[int, ...], int]] = {}  # data key -> (input shape, classes)
+    inputs = {} if inputs is None else inputs  # data key -> (input shape, classes)
     counts: dict[str, Any] = {}  # model_problems' memo across trials
     seeds: dict[tuple[str, int], Spec] = {}  # (data key, seed) -> a spec with them
     varied = "sweep.search.space" if plan.spec.sweep.search is not None else "sweep.grid"
     for trial in plan.trials:
         spec = trial.spec
-        data_key = json.dumps(spec.data.model_dump(mode="json"), sort_keys=True)
-        seeds.setdefault((data_key, spec.seed), spec)
-        if data_key not in summaries:
+        key = data_key(spec)
+        seeds.setdefault((key, spec.seed), spec)
+        if key not in summaries:
             try:
                 splits = load_splits(spec.data, spec.seed, None if dataset_info(spec.data.dataset).embedded else cache)
             except UserError as exc:
                 problems.extend(exc.problems)
-                summaries[data_key] = None
+                summaries[key] = None
                 continue
-            summaries[data_key] = DataSummary(spec.data.dataset, spec.seed, splits.group_sizes(), splits.notes)
+            summaries[key] = DataSummary(spec.data.dataset, spec.seed, splits.group_sizes(), splits.notes)
             problems.extend(errors.GROUP_KEYS_COLLIDE.format(name=spec.data.dataset, first=a, second=b, key=safe_key(b))
                             for a, b in key_collisions(splits.train.group_names))
-            inputs[data_key] = (tuple(splits.train.x.shape[1:]), len(splits.train.class_names))
-        if summaries[data_key] is None:
+            inputs[key] = (tuple(splits.train.x.shape[1:]), len(splits.train.class_names))
+        if summaries[key] is None:
             continue
-        problems.extend(model_problems(spec, *inputs[data_key], key_label(trial.values, "linearize.budget", varied),
+        problems.extend(model_problems(spec, *inputs[key], key_label(trial.values, "linearize.budget", varied),
                                        counts))
     if not problems and cache is not None:
         for spec in seeds.values():
