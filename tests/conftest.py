@@ -56,6 +56,20 @@ def real_data(tmp_path_factory):
             "utkface": write_utkface(root / "utkface"), "imagefolder_csv": write_imagefolder_csv(root / "mine")}
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for a module's in-process sweeps (`fairsweep_cli("run", ...)`): a sweep uses the Ray already
+    initialized in its process and leaves it running, so each saves Ray's start and shutdown and the imports of
+    a process of its own. Shut down with the module: a later in-process `run` checks its resources against
+    "this machine", not "this machine's Ray". A sweep whose trials need their own environment variables (the
+    workers inherit this process's, from when Ray started), a signal or a crash runs as its own process."""
+    from fairsweep.sweep.ray_session import RaySession
+
+    with RaySession(None) as session:
+        session.connect()
+        yield session
+
+
 def fairsweep_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> SimpleNamespace:
     """`fairsweep ARGS` run in this process, in `cwd` (with `env`'s variables set), as typer runs the command:
     its exit status, stdout and stderr. For the paths that end before any work (a user's mistake, a plan);

@@ -29,14 +29,25 @@ pytestmark = pytest.mark.slow
 METRICS = ["acc", "drop_gap_pct", "acc_gap", "worst_group_acc", "relu_count"]
 
 
-def run_cli(tmp_path, *extra):
-    """`fairsweep run` of the reduced digits_mu_ablation; `extra` holds more overrides, then other flags."""
-    args = [sys.executable, "-m", "fairsweep", "run", str(DIGITS_MU_ABLATION), "--storage", "runs"]
+def run_args(*extra) -> list[str]:
+    """The arguments of `fairsweep run` of the reduced digits_mu_ablation; `extra` holds more overrides, then
+    other flags."""
+    args = ["run", str(DIGITS_MU_ABLATION), "--storage", "runs"]
     overrides = [*TINY_OVERRIDES, *(e for e in extra if "=" in e and not e.startswith("-"))]
     for item in overrides:
         args += ["--set", item]
-    args += [e for e in extra if e not in overrides]
-    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    return args + [e for e in extra if e not in overrides]
+
+
+def run_cli(tmp_path, *extra):
+    """That command as its own process: its exit status, all it writes (Ray's and MLflow's lines too)."""
+    return subprocess.run([sys.executable, "-m", "fairsweep", *run_args(*extra)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+
+
+def run_here(tmp_path, *extra):
+    """That command in this process, on the module's Ray (`local_ray`): for what needs no process of its own."""
+    return fairsweep_cli(*run_args(*extra), cwd=tmp_path)
 
 
 def stage_dirs(tmp_path):
@@ -44,11 +55,11 @@ def stage_dirs(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(tmp_path_factory, local_ray):
     tmp_path = tmp_path_factory.mktemp("sweep")
-    first = run_cli(tmp_path)
+    first = run_cli(tmp_path)  # a process: its stderr is all it writes (test_a_quiet_run_writes_nothing_to_stderr)
     stages_after_first = stage_dirs(tmp_path)
-    second = run_cli(tmp_path)
+    second = run_here(tmp_path)
     return tmp_path, first, second, stages_after_first
 
 
@@ -308,13 +319,13 @@ def test_a_quiet_run_writes_nothing_to_stderr(swept):
 
 def test_adding_a_mu_trains_only_the_new_finetunings(swept):
     tmp_path = swept[0]
-    result = run_cli(tmp_path, "finetune.mu=[0,0.01,0.005]")
+    result = run_here(tmp_path, "finetune.mu=[0,0.01,0.005]")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "stages trained now (of unique): base 0/1, linearize 0/2, finetune 2/6" in result.stdout
 
 
-def test_a_failing_trial_is_listed_and_exits_1(tmp_path):
-    result = run_cli(tmp_path, "linearize.snl.max_epochs=1", "linearize.snl.lambda_init=1e-9",
+def test_a_failing_trial_is_listed_and_exits_1(tmp_path, local_ray):
+    result = run_here(tmp_path, "linearize.snl.max_epochs=1", "linearize.snl.lambda_init=1e-9",
                      "linearize.budget=[0.01]", "finetune.mu=[0]", "resources.max_failures=0")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 trial(s) failed" in result.stdout
@@ -328,11 +339,11 @@ def test_another_sweep_sharing_storage_reuses_trials_and_names_them_its_way(swep
     del raw["sweep"]["grid"]["linearize.budget"]
     raw["linearize"]["budget"] = 0.1
     (tmp_path / "mu_only.yaml").write_text(yaml.safe_dump(raw))
-    cmd = [sys.executable, "-m", "fairsweep", "run", "mu_only.yaml", "--storage", "runs"]
+    cmd = ["run", "mu_only.yaml", "--storage", "runs"]
     for item in TINY_OVERRIDES:
         if not item.startswith("linearize.budget"):
             cmd += ["--set", item]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = fairsweep_cli(*cmd, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2/2 trials finished (2 from earlier runs)" in result.stdout
     assert "base 0/1, linearize 0/1, finetune 0/2" in result.stdout
@@ -395,7 +406,7 @@ def records(tmp_path):
     return [json.loads(p.read_text()) for p in (tmp_path / "runs" / "trials").glob("*.json")]
 
 
-def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path):
+def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path, local_ray):
     args = [sys.executable, "-m", "fairsweep", "run", str(DIGITS_MU_ABLATION), "--storage", "runs"]
     for item in [*TINY_OVERRIDES, "finetune.mu=[0,0.0005,0.005,0.01]"]:
         args += ["--set", item]
@@ -412,7 +423,7 @@ def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path
     stored = {kind: len(list((tmp_path / "runs" / "stages" / kind).glob("*"))) for kind in ("base", "linearize",
                                                                                            "finetune")}
     assert stored["base"] == 1 and stored["finetune"] < 8
-    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = fairsweep_cli(*args[3:], cwd=tmp_path)  # the same command, in this process
     assert result.returncode == 0, result.stdout + result.stderr
     done_before = int(re.search(r"8/8 trials finished \((\d+) from earlier runs\)", result.stdout).group(1))
     assert done_before >= 1
@@ -425,7 +436,7 @@ def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path
 
 @pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
 def test_an_interrupted_sweep_says_so_keeps_what_finished_and_resumes_to_the_same_results(
-        tmp_path, swept, signum, to_group):
+        tmp_path, swept, signum, to_group, local_ray):
     """Ctrl-C in a terminal signals the whole process group (the driver and the Ray processes it started);
     SIGTERM comes to the driver alone. Either stops the sweep, exit 128 + the signal, the sweep's run KILLED."""
     args = [sys.executable, "-m", "fairsweep", "run", str(DIGITS_MU_ABLATION), "--storage", "runs"]
@@ -455,7 +466,7 @@ def test_an_interrupted_sweep_says_so_keeps_what_finished_and_resumes_to_the_sam
     assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["KILLED"]
     assert len(records(tmp_path)) == finished == (runs["tags.fairsweep.role"] == "trial").sum()
 
-    rerun = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    rerun = fairsweep_cli(*args[3:], cwd=tmp_path)  # the same command, in this process
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"4/4 trials finished ({finished} from earlier runs)" in rerun.stdout
     # the same trials as the uninterrupted fixture sweep's, with the same metrics
@@ -482,7 +493,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(runs)], capture_output=True)
 
 
-def test_a_full_disk_stops_the_sweep_with_a_summary_and_the_rerun_finishes(tmp_path, swept, small_disk):
+def test_a_full_disk_stops_the_sweep_with_a_summary_and_the_rerun_finishes(tmp_path, swept, small_disk, local_ray):
     """The storage's disk fills once the first trial has its record: the sweep ends with what finished and
     why, exit 1, its MLflow run FAILED; with space again, the same command finishes the uninterrupted sweep."""
     filler = small_disk / "filler"
@@ -516,7 +527,7 @@ def test_a_full_disk_stops_the_sweep_with_a_summary_and_the_rerun_finishes(tmp_p
     assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["FAILED"]
 
     filler.unlink()
-    rerun = run_cli(tmp_path)
+    rerun = run_here(tmp_path)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"4/4 trials finished ({finished} from earlier runs)" in rerun.stdout
     ids = {r["trial_id"] for r in records(tmp_path)}
@@ -527,13 +538,12 @@ def test_a_full_disk_stops_the_sweep_with_a_summary_and_the_rerun_finishes(tmp_p
     assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["FINISHED"]
 
 
-def test_toy2d_sweep_and_its_figure_2(tmp_path):
+def test_toy2d_sweep_and_its_figure_2(tmp_path, local_ray):
     """sweeps/toy2d.yaml end to end (shortened), then analysis/toy2d_figure.py on its results."""
     overrides = ["seed=[0,1]", "base.epochs=3", "finetune.epochs=3"]
     sets = [arg for item in overrides for arg in ("--set", item)]
     toy2d = ROOT / "sweeps" / "toy2d.yaml"
-    ran = subprocess.run([sys.executable, "-m", "fairsweep", "run", str(toy2d), "--storage", "runs", *sets],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    ran = fairsweep_cli("run", str(toy2d), "--storage", "runs", *sets, cwd=tmp_path)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "2/2 trials finished" in ran.stdout
     figure = subprocess.run([sys.executable, str(ROOT / "analysis" / "toy2d_figure.py"), str(toy2d), "--storage", "runs",

@@ -9,8 +9,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
-import sys
 
 import mlflow
 import numpy as np
@@ -20,7 +18,7 @@ import yaml
 from ray.tune.search import Searcher
 from typer.testing import CliRunner
 
-from conftest import TINY, read_transaction_held
+from conftest import TINY, fairsweep_cli, read_transaction_held
 from fairsweep.cli import app
 from fairsweep.errors import UserError
 from fairsweep.files import sqlite_checkpoint
@@ -167,12 +165,6 @@ def test_a_seeded_sampler_asks_the_same_points(tmp_path):
 # end to end: `fairsweep run` of a tiny search, its resume, `fairsweep pareto`
 
 
-def fairsweep(cwd, *args):
-    """`fairsweep ARGS` as its own process, in `cwd`."""
-    return subprocess.run([sys.executable, "-m", "fairsweep", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
-
-
 def fairsweep_here(cwd, monkeypatch, *args):
     """`fairsweep ARGS` in this process (no start-up cost), in `cwd`; `.returncode` as a process's."""
     monkeypatch.chdir(cwd)
@@ -191,14 +183,14 @@ def trial_runs(tmp_path, experiment):
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
+def searched(tmp_path_factory, local_ray):
     tmp_path = tmp_path_factory.mktemp("search")
     (tmp_path / "search.yaml").write_text(yaml.safe_dump(SEARCH))
-    first = fairsweep(tmp_path, "run", "search.yaml", "--storage", "runs")
+    first = fairsweep_cli("run", "search.yaml", "--storage", "runs", cwd=tmp_path)
     after_first = {"runs": trial_runs(tmp_path, "tiny_search"), "stages": stage_dirs(tmp_path),
                    "study": load_study(tmp_path).trials}
-    same = fairsweep(tmp_path, "run", "search.yaml", "--storage", "runs")
-    more = fairsweep(tmp_path, "run", "search.yaml", "--storage", "runs", "--set", "sweep.search.n_trials=4")
+    same = fairsweep_cli("run", "search.yaml", "--storage", "runs", cwd=tmp_path)
+    more = fairsweep_cli("run", "search.yaml", "--storage", "runs", "--set", "sweep.search.n_trials=4", cwd=tmp_path)
     return tmp_path, first, after_first, same, more
 
 
@@ -257,7 +249,7 @@ GRID = {**copy.deepcopy(SEARCH), "name": "tiny_grid",
 def grid_swept(searched):
     tmp_path = searched[0]
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(GRID))
-    result = fairsweep(tmp_path, "run", "grid.yaml", "--storage", "runs")
+    result = fairsweep_cli("run", "grid.yaml", "--storage", "runs", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     return tmp_path
 
