@@ -25,7 +25,7 @@ from fairsweep.sweep.plan import STAGE_KINDS, Plan, base_model_args
 
 # a data configuration's (resolved) spec -> (one sample's input shape, number of classes)
 InputsFn = Callable[[Spec], tuple[tuple[int, ...], int]]
-RESULT_BYTES = 4096  # a stage's result.json and stage.json, about (their histories are a few KB)
+RESULT_BYTES = 8192  # a stage's result.json and stage.json (a few KB with their per-epoch histories) and its directory
 
 
 @dataclass(frozen=True)
