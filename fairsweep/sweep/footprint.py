@@ -60,7 +60,7 @@ def stage_model(spec: Spec, kind: str, input_shape: tuple[int, ...], num_classes
         dr = lin.deepreduce
         configurations = enumerate_configurations(args.arch, input_shape, args.options.get("width"),
                                                   dr.width_factors, dr.resolution_factors, args.options)
-        with torch.device("meta"):  # shapes only: `ReLUSite.set_mask` keeps the device it is given
+        with torch.device("meta"):  # the budget as a count of the base model's ReLUs: shapes only, no compute
             total = count_relus(args.build(), input_shape).total
         config = select_configuration(configurations, resolve_budget(lin.budget, total))
         if config is None:  # the pre-flight rejects such a budget; the base model's size then
