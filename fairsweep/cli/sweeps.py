@@ -19,7 +19,7 @@ from fairsweep.cli.output import _print_outcome
 
 @app.command(cls=_Command)
 def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAGE) -> None:
-    """Check a spec without running it and print the plan: trials and unique stages of each kind."""
+    """Check a spec without running it and print the plan: trials, unique stages of each kind, disk footprint."""
     from fairsweep.spec import load_spec
     from fairsweep.sweep.footprint import plan_footprint
     from fairsweep.sweep.preflight import describe_plan, preflight
