@@ -23,6 +23,9 @@ from ray_nodes import kill_session, start_node
 from fairsweep.data import load_splits
 from fairsweep.spec import load_spec
 from fairsweep.sweep.gc import no_sweep_running
+from fairsweep.sweep.pareto import GRID_OBJECTIVES, pareto_front
+from fairsweep.sweep.store import StageStore, StoredStage
+from fairsweep.tracking import sweep_runs
 
 pytestmark = pytest.mark.slow
 
@@ -263,23 +266,63 @@ def test_effects_script_reads_the_finished_sweep_and_fails_without_seed_spread(s
     assert len([line for line in result.stdout.splitlines() if line.strip().startswith(("0.03 ", "0.1 "))]) == 4
 
 
-def test_logged_model_loads_and_reproduces_the_logged_accuracy(swept, monkeypatch):
+def test_the_fronts_models_are_logged_once_and_load_by_models_uri_on_raw_inputs(swept, monkeypatch):
     tmp_path = swept[0]
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri("sqlite:///mlflow.db")
+    client = mlflow.MlflowClient()
     runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"], filter_string="tags.`fairsweep.role` = 'trial'")
-    row = runs.iloc[0]
-    model = mlflow.pytorch.load_model(f"runs:/{row['run_id']}/model").eval()
+    # tracking.log_models: front (the default): the models of the sweep's Pareto front, each once
+    sweep = sweep_runs(str(DIGITS_MU_ABLATION), TINY_OVERRIDES, "sqlite:///mlflow.db")
+    front = pareto_front(sweep.runs, ["linearize.budget", "finetune.mu"], GRID_OBJECTIVES)
+    on_front = {run_id for ids in front.front["run_ids"] for run_id in ids}
+    with_model = {run_id: client.get_run(run_id).outputs.model_outputs for run_id in runs["run_id"]}
+    assert on_front and {run_id for run_id, outputs in with_model.items() if outputs} == on_front
+    logged = mlflow.search_logged_models(experiment_ids=[runs["experiment_id"].iloc[0]], output_format="list")
+    assert sorted(m.source_run_id for m in logged) == sorted(on_front)  # the re-run logged none again
+    row = runs[runs["run_id"] == sorted(on_front)[0]].iloc[0]
+    model_id = with_model[row["run_id"]][0].model_id
+    model = mlflow.pytorch.load_model(f"models:/{model_id}")
     spec = load_spec(DIGITS_MU_ABLATION, TINY_OVERRIDES)
     test = load_splits(spec.data, seed=0).test
+    # it takes digits' raw pixel values (0..16) and standardises them inside, exactly as the loader did
+    mean, std = test.standardized
+    raw = torch.round(test.x * std + mean)
+    assert raw.min() == 0 and raw.max() == 16
+    stored = StageStore(tmp_path / "runs").load_model(StoredStage(row["tags.fairsweep.stage.finetune"]))
     with torch.no_grad():
-        acc = float((model(test.x).argmax(1) == test.y).double().mean())
+        assert torch.equal(model(raw), stored(test.x))
+        acc = float((model(raw).argmax(1) == test.y).double().mean())
     assert acc == pytest.approx(row["metrics.acc"], abs=1e-9)
-    # the logged model carries the trial's final metrics, once each
-    logged = mlflow.search_logged_models(experiment_ids=[row["experiment_id"]], output_format="list")
-    model_metrics = [m for lm in logged if lm.source_run_id == row["run_id"] for m in lm.metrics]
-    assert [m.value for m in model_metrics if m.key == "acc"] == [pytest.approx(row["metrics.acc"], abs=1e-12)]
-    assert {m.key for m in model_metrics} >= {"worst_group_acc", "drop_gap_pct", "relu_count"}
+    # the logged model carries the trial's final metrics, once each, and says what it takes
+    (found,) = [m for m in logged if m.model_id == model_id]
+    assert [m.value for m in found.metrics if m.key == "acc"] == [pytest.approx(row["metrics.acc"], abs=1e-12)]
+    assert {m.key for m in found.metrics} >= {"worst_group_acc", "drop_gap_pct", "relu_count"}
+    assert "standardised inside" in found.tags["fairsweep.inputs"]
+
+
+def test_pareto_register_registers_the_fronts_models_once(swept, monkeypatch):
+    tmp_path = swept[0]
+    args = ["pareto", str(DIGITS_MU_ABLATION), "--storage", "runs", "--register", "digits-front",
+            *[a for item in TINY_OVERRIDES for a in ("--set", item)]]
+    first = fairsweep_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = fairsweep_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    monkeypatch.chdir(tmp_path)
+    client = mlflow.MlflowClient("sqlite:///mlflow.db")
+    versions = client.search_model_versions("name = 'digits-front'")
+    runs = {v.run_id for v in versions}
+    assert len(versions) == len(runs) > 0  # one version per run of the front, the second command added none
+    assert f"{len(versions)} versions added" in first.stderr or "1 version added" in first.stderr
+    assert "0 versions added" in again.stderr and f"{len(versions)} of the front's runs registered before" in again.stderr
+    for version in versions:
+        assert version.source.startswith("models:/m-")
+        assert set(json.loads(version.tags["fairsweep.objectives"])) == set(GRID_OBJECTIVES)
+        assert float(version.tags["trial.acc"]) == pytest.approx(client.get_run(version.run_id).data.metrics["acc"],
+                                                                 rel=1e-5)
+    loaded = mlflow.pytorch.load_model(f"models:/digits-front/{versions[0].version}")
+    assert loaded(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
 
 
 def test_tune_writes_its_json_results_but_no_csv_or_tensorboard_files(swept):

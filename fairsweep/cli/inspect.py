@@ -11,7 +11,8 @@ from rich.table import Table
 
 from fairsweep.errors import UserError
 
-from fairsweep.cli.app import (SetOpt, TargetArg, TrackingUriOpt, _Command, _fail, app, console, err_console)
+from fairsweep.cli.app import (DEFAULT_STORAGE, SetOpt, StorageOpt, TargetArg, TrackingUriOpt, _Command, _fail, app,
+                               console, err_console)
 from fairsweep.cli.output import _count, _short
 
 
@@ -106,6 +107,10 @@ def pareto(
     color: Annotated[Optional[str], typer.Option(metavar="METRIC", help="the plot's colour (default the third objective)")] = None,
     plot: Annotated[Optional[Path], typer.Option(metavar="FILE", help="where to save the plot (default ./NAME-pareto.png)")] = None,
     tracking_uri: TrackingUriOpt = "sqlite:///mlflow.db",
+    register: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="register the front's final models in MLflow's Model Registry as versions of NAME "
+             "(each run once; models not yet logged are logged from the storage)")] = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
 ) -> None:
     """The non-dominated trials of a sweep after seed averaging, their hypervolume and a plot.
 
@@ -141,6 +146,8 @@ def pareto(
                "hypervolume": front.hypervolume, "configurations": len(front.table), "sweep_run_id": sweep.parent_run_id,
                "plot": str(path.resolve())}
     sweep.tracker.log_front(sweep.parent_run_id, front.hypervolume, rows.to_csv(index=False), summary, path)
+    if register is not None:
+        _register(sweep, front, register, storage)
     if fmt == "json":
         summary["front"] = json.loads(numbered.to_json(orient="records", double_precision=15))
         typer.echo(json.dumps(summary, indent=1))
@@ -161,6 +168,19 @@ def pareto(
     console.print(f"hypervolume {front.hypervolume:.6g} (reference {reference_text})\nplot: {path}\n"
                   f"logged to MLflow run {sweep.parent_run_id} (pareto_hypervolume, pareto/)", highlight=False,
                   soft_wrap=True)
+
+
+def _register(sweep, front, name: str, storage: Path) -> None:
+    """`pareto --register NAME`: the front's final models as versions of NAME, and what became of each, on stderr
+    (stdout holds the front, in the format asked)."""
+    from fairsweep.tracking.sweep import register_front
+
+    registered, kept, missing = register_front(sweep, front, name, storage)
+    err_console.print(f"registered model {name}: {_count(len(registered), 'version')} added, "
+                      f"{len(kept)} of the front's runs registered before", highlight=False, soft_wrap=True)
+    if missing:
+        err_console.print(f"not registered, no model logged and none in {storage}: {', '.join(missing)}",
+                          highlight=False, soft_wrap=True)
 
 
 @app.command(cls=_Command)

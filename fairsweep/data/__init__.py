@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fairsweep import errors
 from fairsweep.errors import UserError
@@ -41,6 +41,8 @@ class GroupedData:
     class_names: tuple[str, ...]
     group_names: tuple[str, ...]
     pixels: Pixels | None = None  # how uint8 images become model inputs; None: `x` already is
+    # (mean, std) of the raw values `x` was standardised with, `x = (raw − mean) / std` (digits); None: not
+    standardized: tuple[float, float] | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -57,6 +59,18 @@ class GroupedData:
         floats, randomly cropped and flipped when a `generator` is given (training batches)."""
         x = self.x if index is None else self.x[index]
         return x if self.pixels is None else self.pixels(x, generator)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What the dataset's raw inputs are and how they become model inputs, as JSON: `dtype` (the raw
+        inputs': uint8 images, or float32 values) and `transform`: `affine` (`x.float() · scale + shift`, per
+        channel, `Pixels`), `standardize` (`(x − mean) / std`), or `none` (the raw inputs are the model's)."""
+        if self.pixels is not None:
+            return {"dtype": "uint8", "transform": "affine", "scale": self.pixels.scale.flatten().tolist(),
+                    "shift": self.pixels.shift.flatten().tolist()}
+        if self.standardized is not None:
+            mean, std = self.standardized
+            return {"dtype": "float32", "transform": "standardize", "mean": mean, "std": std}
+        return {"dtype": "float32", "transform": "none"}
 
     def group_sizes(self) -> dict[str, int]:
         import torch

@@ -36,10 +36,12 @@ def load_digits(cfg: DataConfig, cache: DataCache | None) -> Loaded:
 
         digits = cache.memo("digits", {"scikit-learn": version("scikit-learn")}, read)
     x = digits["images"].to(torch.float32).unsqueeze(1)  # (N, 1, 8, 8)
-    x = (x - x.mean()) / x.std()
+    mean, std = x.mean(), x.std()
+    x = (x - mean) / std
     y = digits["target"]
     names = tuple(str(c) for c in range(10))
-    return Loaded(GroupedData(x=x, y=y, g=y.clone(), class_names=names, group_names=names))
+    return Loaded(GroupedData(x=x, y=y, g=y.clone(), class_names=names, group_names=names,
+                              standardized=(float(mean), float(std))))
 
 
 # toy2d's minority region: inside the closed curve r(θ) = RADIUS·(1 + AMPLITUDE·sin(LOBES·θ)) around

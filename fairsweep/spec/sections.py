@@ -279,7 +279,16 @@ class ResourcesConfig(Section):
 class TrackingConfig(Section):
     uri: str = Field(default="sqlite:///mlflow.db", description="MLflow's tracking URI")
     experiment: str | None = Field(default=None, description="null: the spec's name")
-    log_models: bool = Field(default=True, description="log each trial's final model")
+    log_models: Literal["all", "front", "none"] = Field(
+        default="front", description="which trials' final models MLflow gets a copy of (the stage store keeps "
+        "every one): `all`; `front`, those of the sweep's Pareto front when it ends (`fairsweep pareto --register` "
+        "logs any other it registers); `none`. true and false mean all and none")
+
+    @field_validator("log_models", mode="before")
+    @classmethod
+    def _log_models_bool(cls, value: Any) -> Any:
+        """The values of the boolean this key once was: true logs all, false none."""
+        return {True: "all", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
 
 class Spec(Section):

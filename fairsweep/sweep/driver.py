@@ -67,6 +67,9 @@ class Tracking(Protocol):
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Add metrics known only once other trials finished, leaving out those the run has."""
 
+    def log_front_models(self, run_id: str, spec: Spec, storage: Path) -> None:
+        """The final models of the sweep's Pareto front, where the spec asks for them (`tracking.log_models`)."""
+
     def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], status: str) -> None:
         """The results table and the sweep's summary numbers; the run ends with `status` (FINISHED,
         FAILED, or KILLED for an interrupted sweep)."""
@@ -306,6 +309,12 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
     summary.update({f"stages_trained/{k}": v for k, v in outcome.trained.items()})
     status = ("KILLED" if outcome.interrupted is not None else "FAILED" if outcome.failed or outcome.stopped
               else "FINISHED")
+    if status == "FINISHED":  # the front of the whole sweep, not of a part of it
+        try:
+            tracking.log_front_models(parent, spec, storage)
+        except Exception as exc:  # the models are in the stage store; re-running logs them
+            outcome.stopped = f"logging the Pareto front's models to MLflow failed: {stop_cause(exc, storage)}"
+            status = "FAILED"
     try:
         tracking.finish_sweep(parent, table.to_csv(index=False) if table is not None else "", summary, status)
     except Exception as exc:  # the trials' records are in the storage; a re-run logs what is missing

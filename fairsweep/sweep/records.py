@@ -73,6 +73,8 @@ class TrialRecord(Record):
     accuracy: dict[Literal["base", "final"], GroupMetrics]  # with the data's own group names
     group_sizes: dict[str, dict[str, int]]  # split -> group -> samples
     input_shape: list[int]
+    # the raw inputs and how they become the model's (`GroupedData.preprocessing`); None: recorded before it was
+    inputs: dict[str, Any] | None = None
     num_classes: int
     relu_sites: dict[str, int]  # live ReLUs of the final model per site
     model: dict[str, Any]  # the final model's `ModelArgs` (a DeepReDuce model's own width and resolution)

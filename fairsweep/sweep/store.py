@@ -53,6 +53,17 @@ class StageOutput:
     waited: float = 0.0  # seconds spent waiting for the stage's lock (another trial training it)
 
 
+@dataclass(frozen=True)
+class StoredStage:
+    """A stored stage known by its id alone (as a trial record names its stages): enough to read it."""
+
+    id: str
+
+    @property
+    def kind(self) -> str:
+        return self.id.split("-", 1)[0]  # a stage id is `<kind>-<digest>` (`Stage.id`)
+
+
 class StageStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()

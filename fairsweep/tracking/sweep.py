@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,12 +10,12 @@ from pathlib import Path
 from fairsweep import errors
 from fairsweep.errors import UserError
 from fairsweep.spec import Spec, load_spec, validate_spec
-from fairsweep.sweep.records import TrialRecord
-from fairsweep.sweep.store import DamagedStage, StageStore
+from fairsweep.sweep.records import TrialRecord, read_trial_record
+from fairsweep.sweep.store import DamagedStage, StageStore, StoredStage
 from fairsweep.tracking.content import curve_key
 from fairsweep.tracking.source import source_tags
 from fairsweep.tracking.stores import experiment_names
-from fairsweep.tracking.tracker import Tracker
+from fairsweep.tracking.tracker import TRIAL_TAG, Tracker
 
 
 class SweepTracking:
@@ -43,6 +44,10 @@ class SweepTracking:
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         self.tracker.log_missing_metrics(run_id, metrics)
 
+    def log_front_models(self, parent_id: str, spec, storage: Path) -> None:
+        if spec.tracking.log_models == "front":
+            log_front_models(self.tracker, parent_id, spec, storage)
+
     def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], status: str) -> None:
         self.tracker.finish_sweep(run_id, table_csv, summary, status)
 
@@ -60,14 +65,88 @@ def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage
         for key in sorted({k for row in history for k in row} - {"epoch"}):
             curves[f"{kind}/{curve_key(key)}"] = [row.get(key, math.nan) for row in history]
     model = None
-    if trial.spec.tracking.log_models and store.has(trial.final):
-        try:
-            model = store.load_model(trial.final)
-        except DamagedStage:  # logged without its model rather than never
-            model = None
-    return tracker.log_trial(parent, trial, record, curves, model, source)
+    if trial.spec.tracking.log_models == "all" and store.has(trial.final):
+        model = lambda: store.load_model(trial.final)  # noqa: E731  (only if its stage has no logged model yet)
+    try:
+        return tracker.log_trial(parent, trial, record, curves, model, source)
+    except DamagedStage:  # the final model could not be read: logged without it rather than never
+        return tracker.log_trial(parent, trial, record, curves, None, source)
 
 
+def log_front_models(tracker: Tracker, parent: str, spec: Spec, storage: Path) -> int:
+    """The final models of the trials on the sweep's Pareto front (`fairsweep pareto`'s, with the spec's
+    objectives), each as an output of its trial's run, those not logged yet; returns how many were logged
+    or linked. A trial whose stage is not in `storage` (logged by a sweep on another storage) is passed over."""
+    from fairsweep.sweep.pareto import choose_objectives, pareto_front
+
+    runs = tracker.trial_runs(parent)
+    if not runs:
+        return 0
+    front = pareto_front(runs, [k for k in spec.sweep.varied_keys if k != "seed"], choose_objectives(spec, []))
+    return sum(log_run_model(tracker, run_id, storage) is not None for ids in front.front["run_ids"] for run_id in ids)
+
+
+def log_run_model(tracker: Tracker, run_id: str, storage: Path) -> str | None:
+    """The id of the logged model of the trial logged as run `run_id`: the run's output, made so if it has none
+    yet (linked to its stage's logged model, or logged from the stage store at `storage`). None if the run has
+    none and its trial's record or final stage is not in the store (or cannot be read)."""
+    if (model_id := tracker.run_model(run_id)) is not None:
+        return model_id
+    trial_id = tracker.client.get_run(run_id).data.tags.get(TRIAL_TAG)
+    record = read_trial_record(storage, trial_id) if trial_id else None
+    if record is None:
+        return None
+    store, final = StageStore(storage), StoredStage(list(record.stages.values())[-1])
+    if not store.has(final):
+        return None
+    try:
+        return tracker.log_model(run_id, record, lambda: store.load_model(final))
+    except DamagedStage:
+        return None
+
+
+def register_front(sweep: SweepRuns, front, name: str, storage: Path) -> tuple[list[str], list[str], list[str]]:
+    """The final models of the trials on `front` (a `pareto.Front` of `sweep`) as versions of the registered
+    model `name` (made if missing), each tagged with the objectives, their seed means and the trial's own
+    values, and its run. A run registered under `name` before is not registered again. Returns the run ids
+    registered now, those registered before, and those whose model is neither logged nor in `storage`."""
+    from mlflow.exceptions import MlflowException
+
+    client = sweep.tracker.client
+    try:
+        client.create_registered_model(name, description=f"models of the Pareto front of sweep {sweep.spec.name}")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    before = {version.run_id for version in _model_versions(client, name)}
+    values = {run["run_id"]: run["metrics"] for run in sweep.runs}
+    registered, kept, missing = [], [], []
+    for _, row in front.front.iterrows():
+        for run_id in row["run_ids"]:
+            if run_id in before:
+                kept.append(run_id)
+                continue
+            model_id = log_run_model(sweep.tracker, run_id, storage)
+            if model_id is None:
+                missing.append(run_id)
+                continue
+            tags = {"fairsweep.objectives": json.dumps(front.objectives), "fairsweep.sweep_run_id": sweep.parent_run_id,
+                    **{f"mean.{metric}": f"{row[metric]:.6g}" for metric in front.objectives},
+                    **{f"trial.{metric}": f"{values[run_id].get(metric, math.nan):.6g}" for metric in front.objectives}}
+            client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id)
+            registered.append(run_id)
+    return registered, kept, missing
+
+
+def _model_versions(client, name: str) -> list:
+    """Every version of the registered model `name`, page by page."""
+    versions, token = [], None
+    while True:
+        page = client.search_model_versions(f"name = '{name}'", max_results=1000, page_token=token)
+        versions.extend(page)
+        token = page.token
+        if not token:
+            return versions
 @dataclass
 class SweepRuns:
     """A finished (or partly finished) sweep as MLflow holds it."""

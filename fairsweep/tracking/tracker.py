@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fairsweep import __version__
 from fairsweep.files import sqlite_checkpoint, sqlite_wal
@@ -12,6 +13,7 @@ from fairsweep.sweep.plan import Trial
 from fairsweep.sweep.records import TrialRecord
 from fairsweep.metrics.values import group_size_metrics
 from fairsweep.tracking.content import dataset_inputs, sweep_params, trial_params
+from fairsweep.tracking.models import StageModels
 from fairsweep.tracking.source import VERSION_TAG
 from fairsweep.tracking.stores import absolute_uri, embedded_database, view_state_tag
 
@@ -19,6 +21,9 @@ ROLE_TAG = "fairsweep.role"
 SPEC_HASH_TAG = "fairsweep.spec_hash"
 TRIAL_TAG = "fairsweep.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
+
+if TYPE_CHECKING:
+    from torch import nn
 
 RUNS_PAGE = 1000  # runs per MLflow search (a server caps a page; more are fetched page by page)
 
@@ -33,8 +38,8 @@ class Tracker:
         from fairsweep.sweep.ray_session import verbose
 
         if not verbose():
-            # Models are saved by pickle (see log_trial), and MLflow warns about that on every model.
-            logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+            # MLflow says it found no environment variables used by each model it logs, and so on
+            logging.getLogger("mlflow.models.model").setLevel(logging.WARNING)
             # Creating or upgrading the embedded database's tables is routine, not news for the user
             for name in ("mlflow.store.db.utils", "alembic"):
                 logging.getLogger(name).setLevel(logging.WARNING)
@@ -52,6 +57,7 @@ class Tracker:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             self.experiment_id = exp.experiment_id
+        self.models = StageModels(self.client, self.experiment_id)
 
     # --- the sweep's parent run -------------------------------------------------------------
 
@@ -147,10 +153,10 @@ class Tracker:
         self.client.log_artifacts(run_id, str(directory), "report")
 
     def log_trial(self, parent_id: str, trial: Trial, record: TrialRecord, curves: dict[str, list[float]],
-                  model=None, source: dict[str, str] | None = None) -> str:
+                  model: Callable[[], nn.Module] | None = None, source: dict[str, str] | None = None) -> str:
         """A child run with the trial's params (those that apply to it), its splits as datasets, its metrics,
-        curves (metric histories), model and `source` tags (`source.source_tags`)."""
-        import mlflow
+        curves (metric histories), `source` tags (`source.source_tags`) and, if `model` is given, its final model
+        (`model()` builds it, if its stage has no logged model yet)."""
         from mlflow.entities import Metric
 
         tags = {**(source or {}), PARENT_TAG: parent_id, TRIAL_TAG: record.trial_id, ROLE_TAG: "trial"}
@@ -161,31 +167,38 @@ class Tracker:
                                         tags=tags).info.run_id
         self._log_params(run_id, trial_params(trial, record.linearization))
         self.client.log_inputs(run_id, datasets=dataset_inputs(trial.spec, trial.data_digest, record.group_sizes))
-        with mlflow.start_run(run_id=run_id):  # leaving the block marks the run FINISHED, last
-            model_id = None
-            if model is not None:
-                import torch
-
-                # Logged before the metrics: logging a model links it to the run's metrics logged so far,
-                # which MLflow does by reading back every metric's history (0.4 s a trial here, on the
-                # driver's cores). The trial's metrics name the model themselves instead.
-                # pickle: the default `pt2` format would trace the model and needs an input example
-                requirements = [f"torch=={torch.__version__.split('+')[0]}", f"fairsweep=={__version__}"]
-                model_id = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
-                                                    pip_requirements=requirements).model_id
-            now = _now_ms()
-            metrics = [Metric(k, _finite_or_nan(v), now, 0, model_id=model_id) for k, v in record.metrics.items()]
-            metrics.append(Metric("trial_seconds", float(record.timing.seconds), now, 0))
-            metrics.extend(Metric(f"stage_seconds/{kind}", float(seconds), now, 0)  # the stages it trained
-                           for kind, seconds in record.stage_seconds.items())
-            metrics.extend(Metric(k, float(v), now, 0) for k, v in group_size_metrics(record.group_sizes).items())
-            for key, values in curves.items():
-                metrics.extend(Metric(key, _finite_or_nan(v), now, step) for step, v in enumerate(values))
-            for start in range(0, len(metrics), 1000):
-                self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
-            self.client.log_dict(run_id, record.to_json(), "trial.json")
+        # Before the metrics: logging a model links it to the run's metrics logged so far, which MLflow does
+        # by reading back every metric's history (0.4 s a trial here, on the driver's cores). The trial's
+        # metrics name the model themselves instead.
+        model_id = self.log_model(run_id, record, model) if model is not None else None
+        now = _now_ms()
+        metrics = [Metric(k, _finite_or_nan(v), now, 0, model_id=model_id) for k, v in record.metrics.items()]
+        metrics.append(Metric("trial_seconds", float(record.timing.seconds), now, 0))
+        metrics.extend(Metric(f"stage_seconds/{kind}", float(seconds), now, 0)  # the stages it trained
+                       for kind, seconds in record.stage_seconds.items())
+        metrics.extend(Metric(k, float(v), now, 0) for k, v in group_size_metrics(record.group_sizes).items())
+        for key, values in curves.items():
+            metrics.extend(Metric(key, _finite_or_nan(v), now, step) for step, v in enumerate(values))
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        self.client.log_dict(run_id, record.to_json(), "trial.json")
+        # FINISHED last: a run left unfinished (a killed driver's) is deleted and logged again
         self.client.set_terminated(run_id, "FINISHED", end_time=start_ms + int(record.timing.seconds * 1000))
         return run_id
+
+    def log_model(self, run_id: str, record: TrialRecord, model: Callable[[], nn.Module]) -> str:
+        """The trial's final model (`model()`: the stage store's, rebuilt) as an output of run `run_id`: logged
+        to the experiment if its stage has no logged model yet, else linked. Returns the logged model's id."""
+        from fairsweep.tracking.models import RawInputModel
+
+        final = list(record.stages.values())[-1]
+        return self.models.output(run_id, final, lambda: RawInputModel(model(), record.inputs).eval(),
+                                  record.input_shape)
+
+    def run_model(self, run_id: str) -> str | None:
+        """The id of run `run_id`'s logged model (its output), if it has one."""
+        outputs = self.client.get_run(run_id).outputs
+        return outputs.model_outputs[0].model_id if outputs and outputs.model_outputs else None
 
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Add metrics to a finished run, leaving out keys it has (so a re-run logs nothing twice)."""
