@@ -26,6 +26,7 @@ from fairsweep.sweep.gc import no_sweep_running
 from fairsweep.sweep.pareto import GRID_OBJECTIVES, pareto_front
 from fairsweep.sweep.store import StageStore, StoredStage
 from fairsweep.tracking import sweep_runs
+from fairsweep.tracking.tracker import sweep_run_name
 
 pytestmark = pytest.mark.slow
 
@@ -102,6 +103,14 @@ def test_mlflow_has_parent_and_child_runs_with_params_and_metrics(swept, monkeyp
     run_id = children[children["params.finetune.mu"] == "0.01"]["run_id"].iloc[0]
     live = [m.value for m in client.get_metric_history(run_id, "linearize/live_relus")]
     assert live[0] > live[-1] and len(client.get_metric_history(run_id, "finetune/multiplier/9")) == 2
+    # live curves: the first trial's points reached its run while it trained (before its final metrics), each once
+    trainer = client.get_run(children[children["metrics.stage_seconds/base"].notna()]["run_id"].iloc[0])
+    done_at = client.get_metric_history(trainer.info.run_id, "acc")[0].timestamp
+    for key in ("base/loss", "base/val_acc", "linearize/live_relus", "linearize/lambda"):
+        points = client.get_metric_history(trainer.info.run_id, key)
+        assert sorted(p.step for p in points) == list(range(len(points))), key  # each epoch once
+    base_points = client.get_metric_history(trainer.info.run_id, "base/loss")
+    assert min(p.timestamp for p in base_points) < done_at - 1000  # seconds before the trial finished
     # the paper's diagnostics for every group
     for key in ("group_grad_norm", "group_margin", "group_hessian_eig", "bound", "excess_loss", "base_group_grad_norm"):
         assert all(children[f"metrics.{key}/{g}"].notna().all() for g in range(10)), key
@@ -365,6 +374,16 @@ def test_adding_a_mu_trains_only_the_new_finetunings(swept):
     result = run_here(tmp_path, "finetune.mu=[0,0.01,0.005]")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "stages trained now (of unique): base 0/1, linearize 0/2, finetune 2/6" in result.stdout
+    # MLflow: the 4 trials logged by the first sweep are the new sweep's too, not logged again
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("digits_mu_ablation").experiment_id
+    trials = client.search_runs([experiment], "tags.`fairsweep.role` = 'trial'")
+    first, wider = client.search_runs([experiment], "tags.`fairsweep.role` = 'sweep'", order_by=["attributes.start_time"])
+    overrides = [*TINY_OVERRIDES, "finetune.mu=[0,0.01,0.005]"]
+    assert wider.info.run_name == sweep_run_name("digits_mu_ablation", overrides) != first.info.run_name
+    assert wider.info.run_name.endswith("finetune.epochs=2 finetune.mu=[0,0.01,0.005]")
+    assert len(trials) == 6 and sum(f"fairsweep.sweep.{wider.info.run_id}" in r.data.tags for r in trials) == 6
+    assert sum(r.data.tags["mlflow.parentRunId"] == first.info.run_id for r in trials) == 4
 
 
 def test_a_failing_trial_is_listed_and_exits_1(tmp_path, local_ray):

@@ -51,6 +51,8 @@ def test_a_grid_counts_each_unique_stage_once(tiny_raw):
     base, linearized = footprint.stages["base"][0], footprint.stages["finetune"][0]
     assert footprint.total == 2 * base + 12 * linearized + 14 * RESULT_BYTES
     assert "storage: about" in footprint.line() and "2 base ×" in footprint.line()
+    assert "in MLflow adds" in footprint.line("all") and "at most" in footprint.line("front")
+    assert "no copy" in footprint.line("none")
 
 
 def test_human_bytes():

@@ -36,8 +36,8 @@ def test_child_runs_are_read_past_one_page_and_only_finished_trials_count(tmp_pa
     assert sorted(r.info.run_id for r in tracker.child_runs(parent, page=2)) == sorted(children)
     assert len(tracker.client.search_runs([tracker.experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'",
                                           max_results=2)) == 2  # what one page would have given
-    done = tracker.finished_trials(parent)
-    assert done == {f"trial-{i}": children[i] for i in range(4)}
+    done, mine = tracker.finished_trials(parent)
+    assert done == {f"trial-{i}": children[i] for i in range(4)} and mine == set(children[:4])
     assert tracker.client.get_run(children[4]).info.lifecycle_stage == "deleted"
 
 
@@ -263,3 +263,62 @@ def test_the_link_to_a_sweeps_runs_opens_them_with_the_columns_that_matter(tmp_p
     assert view["orderByKey"] == "tags.`mlflow.runName`"  # µ first, then the budget; listed, not under the sweep
     assert ui_address("http://mlflow.example.org:8080/") == "http://mlflow.example.org:8080"  # a server's own
     assert runs_url(mlflow_uri, "no-such-experiment", parent) is None
+
+
+def test_a_later_sweep_includes_the_trials_logged_before_instead_of_logging_them_again(tmp_path, mlflow_uri, plan):
+    first = SweepTracking(mlflow_uri, "include")
+    parent_a, logged = first.open_sweep(plan.spec, 1)
+    assert logged == {}
+    run = first.log_trial(parent_a, plan.trials[0], finished(plan.trials[0]), tmp_path)
+    first.finish_sweep(parent_a, "", {"trials_finished": 1}, "FINISHED")
+    # the same spec with a wider µ grid: another sweep run, named by its override
+    wider = plan.spec.model_copy(update={"sweep": plan.spec.sweep.model_copy(
+        update={"grid": {**plan.spec.sweep.grid, "finetune.mu": [0.0, 0.01, 0.02]}})})
+    second = SweepTracking(mlflow_uri, "include", overrides=["finetune.mu=[0,0.01,0.02]"])
+    parent_b, logged = second.open_sweep(wider, 3)
+    assert parent_b != parent_a and logged == {plan.trials[0].id: run}  # found, whichever sweep logged it
+    tracker = second.tracker
+    assert tracker.client.get_run(parent_b).info.run_name == "tiny finetune.mu=[0,0.01,0.02]"
+    second.include_trial(parent_b, run)
+    second.include_trial(parent_b, run)  # once is enough: a second call sets nothing
+    own = second.log_trial(parent_b, plan.trials[1], finished(plan.trials[1]), tmp_path)
+    assert sorted(r["run_id"] for r in tracker.trial_runs(parent_b)) == sorted([run, own])
+    assert [r["run_id"] for r in tracker.trial_runs(parent_a)] == [run]
+    tags = tracker.client.get_run(run).data.tags
+    assert tags[f"fairsweep.sweep.{parent_a}"] == tags[f"fairsweep.sweep.{parent_b}"] == "1"
+    assert tags[PARENT_TAG] == parent_a  # the UI still folds it under the sweep that logged it
+    trial_runs = tracker.client.search_runs([tracker.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+    assert len(trial_runs) == 2  # no copy
+    # resumed, the second sweep finds both as its own and deletes neither
+    again = SweepTracking(mlflow_uri, "include", overrides=["finetune.mu=[0,0.01,0.02]"])
+    assert again.open_sweep(wider, 3) == (parent_b, {plan.trials[0].id: run, plan.trials[1].id: own})
+    assert again.mine == {run, own}
+
+
+def test_a_resumed_sweep_adds_its_time_and_stages_to_the_first_runs(mlflow_uri, plan):
+    tracking = SweepTracking(mlflow_uri, "resumed-summary")
+    parent, _ = tracking.open_sweep(plan.spec, 2)
+    tracking.finish_sweep(parent, "", {"trials_finished": 1, "wall_seconds": 100.0, "stages_trained/base": 1}, "KILLED")
+    again = SweepTracking(mlflow_uri, "resumed-summary")
+    assert again.open_sweep(plan.spec, 2)[0] == parent
+    again.finish_sweep(parent, "", {"trials_finished": 2, "wall_seconds": 5.0, "stages_trained/base": 0}, "FINISHED")
+    client = again.tracker.client
+    metrics = client.get_run(parent).data.metrics
+    assert metrics["wall_seconds"] == 105.0 and metrics["stages_trained/base"] == 1  # the first run's kept
+    assert metrics["trials_finished"] == 2 and metrics["invocations"] == 2 and metrics["invocation_seconds"] == 5.0
+    assert [m.value for m in client.get_metric_history(parent, "invocation_seconds")] == [100.0, 5.0]
+
+
+def test_a_sweep_run_is_named_by_its_spec_and_overrides_cut_to_a_readable_length():
+    from fairsweep.tracking.tracker import RUN_NAME_CHARS, sweep_run_name
+
+    assert sweep_run_name("mu_ablation", []) == "mu_ablation"
+    assert sweep_run_name("mu_ablation", ["finetune.mu=[0,0.01]", "seed=[0]"]) == "mu_ablation finetune.mu=[0,0.01] seed=[0]"
+    # a key set twice: its last value, where it was last set
+    assert sweep_run_name("s", ["finetune.mu=[0]", "seed=[0]", "finetune.mu=[0,1]"]) == "s seed=[0] finetune.mu=[0,1]"
+    # too long: the earliest overrides give way to the latest
+    many = [f"data.key{i}={'x' * 20}" for i in range(10)]
+    name = sweep_run_name("s", many)
+    assert len(name) <= RUN_NAME_CHARS and name.startswith("s … ") and name.endswith(many[-1])
+    long = sweep_run_name("s", [f"data.root=/{'x' * 200}"])
+    assert len(long) == RUN_NAME_CHARS and long.endswith("…")

@@ -52,7 +52,7 @@ def validate(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_S
     for kind, counts in info["stages"].items():
         table.add_row(kind, str(counts["unique"]), str(counts["stored"]), str(counts["unique"] - counts["stored"]))
     console.print(table)
-    console.print(plan_footprint(plan, checked.inputs_of).line(), highlight=False, soft_wrap=True)
+    console.print(plan_footprint(plan, checked.inputs_of).line(parsed.tracking.log_models), highlight=False, soft_wrap=True)
 
 
 @app.command(cls=_Command)
@@ -69,7 +69,7 @@ def run(spec: SpecArg, set_: SetOpt = None, storage: StorageOpt = DEFAULT_STORAG
         parsed = load_spec(spec, set_ or [])
         if problems := tracking_problems(parsed.tracking.uri):
             raise UserError(problems)
-        outcome = run_sweep(parsed, storage, SweepTracking.of(parsed, spec), address=address, console=console)
+        outcome = run_sweep(parsed, storage, SweepTracking.of(parsed, spec, set_ or []), address=address, console=console)
     except UserError as exc:
         _fail(exc)
     except KeyboardInterrupt:  # a second Ctrl-C (or one before the trials start)

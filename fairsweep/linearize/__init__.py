@@ -88,6 +88,9 @@ class Trainer(Protocol):
     def carry(self, name: str, get: Callable[[], Any], put: Callable[[Any], None]) -> None:
         """Save `get()` with every epoch checkpoint; `put(saved)` restores it on a resume."""
 
+    def record(self, history: list[dict], row: dict) -> None:
+        """Add an epoch's `row` to the method's `history` (what becomes its MLflow curves), as it is made."""
+
     def distill(self, model: nn.Module, teacher: nn.Module, recipe: OptimConfig, temperature: float,
                 ce_weight: float, kd_weight: float) -> list[dict]:
         """Train `model` with `recipe` on ce_weight·CE + kd_weight·T²·KL from `teacher`, under the sweep's

@@ -63,7 +63,8 @@ def snl(base: nn.Module, base_args: ModelArgs, cfg, budget: int, trainer: Traine
 
     def on_epoch(summary) -> bool:
         live = live_gates()
-        history.append({"epoch": summary.epoch, "loss": summary.loss, "lambda": schedule.value, "live_relus": live})
+        trainer.record(history, {"epoch": summary.epoch, "loss": summary.loss, "lambda": schedule.value,
+                                 "live_relus": live})
         if live <= budget:
             return True
         schedule.step(summary.epoch, live)

@@ -64,6 +64,15 @@ class Tracking(Protocol):
     def log_trial(self, parent_id: str, trial: Trial, record: TrialRecord, storage: Path) -> str:
         """Log a finished trial (its stages' curves and final model from the store) as a run of the sweep's."""
 
+    def include_trial(self, parent_id: str, run_id: str) -> None:
+        """Make a trial run another sweep logged one of this sweep's too (it is not logged again)."""
+
+    def log_live(self, parent_id: str, trial: Trial, started: float, rows: list) -> None:
+        """History rows `[kind, index, row]` of a trial that is training, which started at `started`."""
+
+    def end_live(self, status: str) -> None:
+        """The runs of trials that reported rows but did not finish end with `status` (FAILED, KILLED)."""
+
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Add metrics known only once other trials finished, leaving out those the run has."""
 
@@ -134,6 +143,17 @@ class SweepDriver:
             self.outcome.lock_wait += sum(attempt.lock_wait_s.values())
         self.progress.trial_done(record.name, record.metrics, attempt.trained)
 
+    def progressed(self, trial_id: str, started: float, rows: list) -> None:
+        """A training trial's new history rows (on the logging thread): its live curves. Never a failure: the
+        trial's curves are logged whole when it finishes."""
+        trial = self.trials.get(trial_id)
+        if trial is None or trial_id in self.outcome.records:
+            return
+        try:
+            self.tracking.log_live(self.outcome.parent_run_id, trial, started, rows)
+        except Exception:  # MLflow gave out: the trial's own logging, when it finishes, says so
+            pass
+
     def errored(self, trial_id: str, error: str) -> None:
         """A trial's attempt failed (Tune may retry it): its error is kept in case Tune cannot say it later."""
         with self._lock:
@@ -163,14 +183,16 @@ class SweepDriver:
         trial = self.trials[trial_id]
         record = record.model_copy(update={"name": trial.name, "values": trial.values,
                                            "spec": trial.spec.model_dump(mode="json")})
-        if trial_id not in self.logged:
-            try:
+        try:
+            if trial_id in self.logged:  # by this sweep, or another of the experiment: this sweep's too
+                self.tracking.include_trial(self.outcome.parent_run_id, self.logged[trial_id])
+            else:
                 self.logged[trial_id] = self.tracking.log_trial(self.outcome.parent_run_id, trial, record, self.storage)
                 self.logged_now.add(trial_id)
-            except Exception as exc:  # the trial's results are safe in the store; re-running logs them
-                self.outcome.failed[trial_id] = (f"logging to MLflow failed ({one_line(exc)}); its results are kept "
-                                                 "in the storage and re-running the command logs them")
-                return None
+        except Exception as exc:  # the trial's results are safe in the store; re-running logs them
+            self.outcome.failed[trial_id] = (f"logging to MLflow failed ({one_line(exc)}); its results are kept "
+                                             "in the storage and re-running the command logs them")
+            return None
         self.outcome.records[trial_id] = record
         return record
 
@@ -332,7 +354,8 @@ def _schedule(driver: SweepDriver, searcher, interrupt, run_tune, driver_callbac
         callback = driver_callback(driver.started,
                                    lambda trial_id: logged_futures.append(logging_thread.submit(driver.completed,
                                                                                                 trial_id)),
-                                   driver.errored)
+                                   driver.errored,
+                                   lambda *rows: logging_thread.submit(driver.progressed, *rows))
         failures = run_tune(driver.spec, driver.storage, searcher, callback, interrupt)
     for future in logged_futures:  # every finished trial is logged by now; an error in logging one is raised here
         future.result()
@@ -341,6 +364,7 @@ def _schedule(driver: SweepDriver, searcher, interrupt, run_tune, driver_callbac
     for trial in list(driver.outcome.plan.trials):  # a completion the callback missed is still logged
         if trial.id not in driver.outcome.records and trial.id not in driver.outcome.failed:
             driver.completed(trial.id)
+    driver.tracking.end_live("KILLED" if interrupt.signum is not None else "FAILED")  # what trained, unfinished
 
 
 def stop_cause(exc: BaseException, storage: Path) -> str:

@@ -41,15 +41,20 @@ class Footprint:
         """Every stage stored, in bytes (its results beside its model)."""
         return sum(size + RESULT_BYTES for sizes in self.stages.values() for size in sizes)
 
-    def line(self) -> str:
-        """For people: the total, and per kind how many stages of what size."""
+    def line(self, log_models: str = "all") -> str:
+        """For people: the total, per kind how many stages of what size, and what MLflow's copies of final
+        models add under `tracking.log_models` (`log_models`)."""
         parts = []
         for kind, sizes in self.stages.items():
             low, high = min(sizes), max(sizes)
             each = human_bytes(high) if low == high else f"{human_bytes(low)}–{human_bytes(high)}"
             parts.append(f"{len(sizes)} {kind} × {each}")
+        copies = {"all": f"a copy of each final model in MLflow adds {human_bytes(sum(self.finals))}",
+                  "front": f"MLflow's copies of the Pareto front's final models add at most {human_bytes(sum(self.finals))} "
+                           "(tracking.log_models: front)",
+                  "none": "MLflow keeps no copy of a model (tracking.log_models: none)"}[log_models]
         return (f"storage: about {human_bytes(self.total)} for {sum(map(len, self.stages.values()))} stages "
-                f"({', '.join(parts)}); a copy of each final model in MLflow adds {human_bytes(sum(self.finals))}")
+                f"({', '.join(parts)}); {copies}")
 
 
 def stage_model(spec: Spec, kind: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

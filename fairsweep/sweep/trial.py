@@ -51,11 +51,18 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | None = None) -> TrialRecord:
+def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | None = None,
+              watch: Callable[[str, int, dict], None] | None = None, started: float | None = None) -> TrialRecord:
     """Run (or reuse) the trial's stages, measure the final model, write and return the trial record (a trial
     recorded already keeps its record, and this run joins its later attempts). `node` names where it runs
-    (a Ray node id) for the record and the stages it trains."""
-    started, clock = time.time(), time.perf_counter()
+    (a Ray node id) for the record and the stages it trains; `watch(kind, index, row)` is shown each history
+    row of the stages it trains as it is made (the live curves); `started`, when the trial started (Unix
+    time; default now), is the record's."""
+    started, clock = started or time.time(), time.perf_counter()
+
+    def watching(kind: str):
+        return None if watch is None else lambda index, row: watch(kind, index, row)
+
     spec = trial.spec
     every = spec.resources.checkpoint_every
     dev = resolve_device(device)
@@ -84,7 +91,7 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
         generator = seed_everything(spec.seed, "base")
         model = base_args.build().to(dev)
         checkpoint = store.checkpoint(trial.stages["base"], every)
-        history = stages.train_base(model, splits, spec, generator, checkpoint)
+        history = stages.train_base(model, splits, spec, generator, checkpoint, watching("base"))
         return trained(trial.stages["base"], model, base_args, checkpoint, history=history)
 
     stage_seconds: dict[str, float] = {}  # kind -> seconds computing and storing the stages this run trains
@@ -102,7 +109,8 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
     def build_linearize():
         generator = seed_everything(spec.seed, "linearize")
         checkpoint = store.checkpoint(trial.stages["linearize"], every)
-        done = stages.linearize(copy.deepcopy(base), base_args, splits, spec, generator, checkpoint)
+        done = stages.linearize(copy.deepcopy(base), base_args, splits, spec, generator, checkpoint,
+                                watching("linearize"))
         return trained(trial.stages["linearize"], done.model, done.model_args, checkpoint, history=done.history,
                        relu_count=count_relus(done.model, input_shape).total, selected=done.selected)
 
@@ -115,7 +123,7 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
             student = model_of(outputs["linearize"])
             checkpoint = store.checkpoint(trial.stages["finetune"], every)
             history = stages.finetune(student, copy.deepcopy(base), splits, spec.finetune, spec.data.batch_size,
-                                      generator, checkpoint)
+                                      generator, checkpoint, watching("finetune"))
             return trained(trial.stages["finetune"], student, args, checkpoint, history=history)
 
         outputs["finetune"] = stored(trial.stages["finetune"], build_finetune)

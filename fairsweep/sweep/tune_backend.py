@@ -6,6 +6,7 @@ callback, and the Tuner. Grid and search share this one path: a searcher hands o
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -22,6 +23,27 @@ from fairsweep.data import DATA_ENV
 from fairsweep.spec import Spec
 from fairsweep.sweep.plan import Trial, resolve_spec
 from fairsweep.sweep.ray_session import one_line, verbose
+
+
+LIVE_KEY = "fairsweep_live"  # a report of history rows as the stages make them: JSON [[kind, index, row], ...]
+STARTED_KEY = "fairsweep_started"  # ... and when the trial started (Unix time), its run's start
+LIVE_SECONDS = 2.0  # a trial reports its new rows at most this often (Tune writes each report to its results)
+
+
+class LiveRows:
+    """A trial's history rows as its stages make them (`run_trial`'s `watch`), reported through Tune to the
+    driver, which logs them to MLflow while the trial trains: batched, at most every `every` seconds."""
+
+    def __init__(self, report: Callable[[dict], None], started: float, every: float = LIVE_SECONDS):
+        self.report, self.started, self.every = report, started, every
+        self.rows: list = []
+        self.last = time.monotonic()
+
+    def __call__(self, kind: str, index: int, row: dict) -> None:
+        self.rows.append([kind, index, {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}])
+        if time.monotonic() - self.last >= self.every:
+            self.report({LIVE_KEY: json.dumps(self.rows), STARTED_KEY: self.started})
+            self.rows, self.last = [], time.monotonic()
 
 
 def trial_config(trial: Trial) -> dict:
@@ -72,27 +94,34 @@ def tune_trial(config: dict, *, storage: str, device: str, threads: int, spec: d
     from fairsweep.sweep.store import StageStore
     from fairsweep.sweep.trial import run_trial
 
+    started = time.time()
     if data_env:
         os.environ.setdefault(DATA_ENV, data_env)
     torch.set_num_threads(threads)
     sweep_spec = Spec.model_validate(spec)
     trial = Trial(resolve_spec(sweep_spec.with_values(config["values"])), config["values"], config["data_digest"])
     assert trial.id == config["trial_id"], "the worker's trial differs from the driver's"
-    record = run_trial(trial, StageStore(storage), device, node=ray.get_runtime_context().get_node_id())
+    record = run_trial(trial, StageStore(storage), device, node=ray.get_runtime_context().get_node_id(),
+                       watch=LiveRows(tune.report, started), started=started)
     report = {k: v for k, v in record.metrics.items() if isinstance(v, float) and math.isfinite(v)}
     report.update({f"trained_{k}": int(v) for k, v in record.trained.items()})
     tune.report(report)
 
 
 def driver_callback(on_start: Callable[[str], None], on_complete: Callable[[str], None],
-                    on_error: Callable[[str, str], None]):
-    """A Tune callback in the driver, told each trial's fairsweep id as it starts, completes or fails (with
-    the error's last line, from the text file Tune writes: never its pickle)."""
+                    on_error: Callable[[str, str], None], on_rows: Callable[[str, float, list], None]):
+    """A Tune callback in the driver, told each trial's fairsweep id as it starts, reports history rows (with
+    its start time and the rows, `LiveRows`), completes or fails (with the error's last line, from the text
+    file Tune writes: never its pickle)."""
     from ray import tune
 
     class DriverCallback(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
             on_start(trial.config["trial_id"])
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if LIVE_KEY in result:
+                on_rows(trial.config["trial_id"], float(result[STARTED_KEY]), json.loads(result[LIVE_KEY]))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             on_complete(trial.config["trial_id"])

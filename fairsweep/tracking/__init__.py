@@ -17,6 +17,9 @@ import os
 # No usage reports sent from the sweeps (as Ray's usage stats): MLflow reads this when it is first
 # imported, which in fairsweep happens only in this package, after this line.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Nothing MLflow loads here is unpickled: fairsweep's models are pt2 programs (`tracking.models`), which MLflow
+# then checks to hold no pickle, and a pickle planted in a model's folder is refused instead of run.
+os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
 
 from fairsweep.metrics.values import group_size_metrics  # noqa: E402, F401
 from fairsweep.tracking.content import curve_key, flatten  # noqa: E402

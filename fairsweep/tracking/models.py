@@ -91,13 +91,15 @@ class StageModels:
             if not token:
                 return found
 
-    def output(self, run_id: str, stage_id: str, build: Callable[[], RawInputModel], input_shape: list[int]) -> str:
+    def output(self, run_id: str, stage_id: str, build: Callable[[], RawInputModel | None],
+               input_shape: list[int]) -> str | None:
         """Stage `stage_id`'s logged model as an output of run `run_id`: linked if the stage has one, else
-        logged (`build()` makes it). Returns its id."""
+        logged (`build()` makes it; None: it cannot, and nothing is logged). Returns its id."""
         if (model_id := self.model_of(stage_id)) is not None:
             self.link(run_id, model_id)
             return model_id
-        return self._log(run_id, stage_id, build(), input_shape)
+        model = build()
+        return None if model is None else self._log(run_id, stage_id, model, input_shape)
 
     def _log(self, run_id: str, stage_id: str, model: RawInputModel, input_shape: list[int]) -> str:
         import mlflow
@@ -113,6 +115,7 @@ class StageModels:
         Model.log(artifact_path=None, name="model", flavor=mlflow.pytorch, pytorch_model=model, model_id=logged.model_id,
                   run_id=run_id, signature=signature, input_example=example.numpy(), serialization_format="pt2",
                   pickle_module=mlflow.pytorch.pickle_module, metadata={"inputs": model.preprocessing},
+                  validate_serving_input=False,  # MLflow would load the model back and run it: tests do that
                   pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])  # a pt2 model needs torch alone
         self._by_stage[stage_id] = logged.model_id
         return logged.model_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from fairsweep import errors
@@ -22,24 +23,59 @@ class SweepTracking:
     """The sweep driver's MLflow (`fairsweep.sweep.driver.Tracking`): the spec's experiment at its tracking
     URI, opened when the driver asks (on a thread of its own, while Ray starts)."""
 
-    def __init__(self, uri: str, experiment: str, spec_file: str | Path | None = None):
-        self.uri, self.experiment, self.spec_file = uri, experiment, spec_file
+    def __init__(self, uri: str, experiment: str, spec_file: str | Path | None = None, overrides: list[str] = ()):
+        self.uri, self.experiment, self.spec_file, self.overrides = uri, experiment, spec_file, list(overrides)
         self.tracker: Tracker | None = None
         self.source: dict[str, str] = {}  # every run's source tags (`source_tags`), once the sweep is open
+        self.mine: set[str] = set()  # the trial runs the sweep's run holds: those it logged or included
+        self.logged_before: set[str] = set()  # the trials the experiment held finished when the sweep opened
+        self.live: dict[str, tuple[str, set[tuple[str, int]]]] = {}  # trial id -> its RUNNING run, points logged
 
     @classmethod
-    def of(cls, spec, spec_file: str | Path | None = None) -> SweepTracking:
-        """The tracking of a sweep of `spec`, read from `spec_file` (its runs' source; None: none)."""
-        return cls(spec.tracking.uri, spec.experiment, spec_file)
+    def of(cls, spec, spec_file: str | Path | None = None, overrides: list[str] = ()) -> SweepTracking:
+        """The tracking of a sweep of `spec`, read from `spec_file` (its runs' source; None: none) with the
+        `--set` `overrides` (its run's name)."""
+        return cls(spec.tracking.uri, spec.experiment, spec_file, overrides)
 
     def open_sweep(self, spec, num_trials: int) -> tuple[str, dict[str, str]]:
         self.source = source_tags(self.spec_file)
         self.tracker = Tracker(self.uri, self.experiment)
-        parent = self.tracker.sweep_run(spec, num_trials, self.source)
-        return parent, self.tracker.finished_trials(parent)
+        parent = self.tracker.sweep_run(spec, num_trials, self.source, self.overrides)
+        logged, self.mine = self.tracker.finished_trials(parent)
+        self.logged_before = set(logged)
+        return parent, logged
+
+    def log_live(self, parent_id: str, trial, started: float, rows: list) -> None:
+        """History rows `[kind, index, row]` of a trial as it trains, as curve points of its run (made RUNNING
+        on the first; `log_trial` finishes it and logs only the points not logged here)."""
+        if trial.id in self.logged_before:  # logged by another sweep already: only included, never re-logged
+            return
+        if trial.id not in self.live:
+            self.live[trial.id] = (self.tracker.start_trial(parent_id, trial, started, self.source), set())
+        run_id, logged = self.live[trial.id]
+        points = [(f"{kind}/{curve_key(key)}", value, index) for kind, index, row in rows
+                  for key, value in row.items() if key != "epoch"]
+        points = [point for point in points if (point[0], point[2]) not in logged]
+        self.tracker.log_points(run_id, points)
+        logged.update((key, step) for key, _, step in points)
+
+    def end_live(self, status: str) -> None:
+        """The runs of trials that trained but did not finish (failed, stopped) end with `status`; a re-run
+        deletes them and logs their trials anew."""
+        for run_id, _ in self.live.values():
+            self.tracker.client.set_terminated(run_id, status)
+        self.live.clear()
+
+    def include_trial(self, parent_id: str, run_id: str) -> None:
+        if run_id not in self.mine:
+            self.tracker.include_trial(parent_id, run_id)
+            self.mine.add(run_id)
 
     def log_trial(self, parent_id: str, trial, record: TrialRecord, storage: Path) -> str:
-        return log_trial(self.tracker, parent_id, trial, record, storage, self.source)
+        live_run, logged = self.live.pop(trial.id, (None, set()))
+        run_id = log_trial(self.tracker, parent_id, trial, record, storage, self.source, live_run, logged)
+        self.mine.add(run_id)
+        return run_id
 
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         self.tracker.log_missing_metrics(run_id, metrics)
@@ -53,8 +89,10 @@ class SweepTracking:
 
 
 def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage: Path,
-              source: dict[str, str] | None = None) -> str:
-    """Log a finished trial with its stages' curves (`<kind>/<key>`, one point per epoch) and its final model."""
+              source: dict[str, str] | None = None, run_id: str | None = None,
+              logged: set[tuple[str, int]] = frozenset()) -> str:
+    """Log a finished trial with its stages' curves (`<kind>/<key>`, one point per epoch; less the points
+    `logged` live on its run `run_id`, if it has one) and its final model (`tracking.log_models: all`)."""
     store = StageStore(storage)
     curves: dict[str, list[float]] = {}
     for kind, stage in trial.stages.items():
@@ -66,11 +104,16 @@ def log_trial(tracker: Tracker, parent: str, trial, record: TrialRecord, storage
             curves[f"{kind}/{curve_key(key)}"] = [row.get(key, math.nan) for row in history]
     model = None
     if trial.spec.tracking.log_models == "all" and store.has(trial.final):
-        model = lambda: store.load_model(trial.final)  # noqa: E731  (only if its stage has no logged model yet)
+        model = partial(_load_model, store, trial.final)  # only if its stage has no logged model yet
+    return tracker.log_trial(parent, trial, record, curves, model, source, run_id, logged)
+
+
+def _load_model(store: StageStore, stage):
+    """The stored stage's model; None if it cannot be read whole (a trial is logged without it rather than never)."""
     try:
-        return tracker.log_trial(parent, trial, record, curves, model, source)
-    except DamagedStage:  # the final model could not be read: logged without it rather than never
-        return tracker.log_trial(parent, trial, record, curves, None, source)
+        return store.load_model(stage)
+    except DamagedStage:
+        return None
 
 
 def log_front_models(tracker: Tracker, parent: str, spec: Spec, storage: Path) -> int:
@@ -99,10 +142,7 @@ def log_run_model(tracker: Tracker, run_id: str, storage: Path) -> str | None:
     store, final = StageStore(storage), StoredStage(list(record.stages.values())[-1])
     if not store.has(final):
         return None
-    try:
-        return tracker.log_model(run_id, record, lambda: store.load_model(final))
-    except DamagedStage:
-        return None
+    return tracker.log_model(run_id, record, partial(_load_model, store, final))
 
 
 def register_front(sweep: SweepRuns, front, name: str, storage: Path) -> tuple[list[str], list[str], list[str]]:

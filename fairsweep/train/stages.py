@@ -24,15 +24,25 @@ from fairsweep.train.losses import PerSampleLoss, cross_entropy_loss, kd_loss, m
 from fairsweep.train.mitigation import make_mitigation
 
 
+Watch = Callable[[int, dict], None]  # (index, row): each row of a stage's history as it is made
+
+
 class StageTrainer:
     """One stage's training: its splits, the generator of its random draws, its epoch checkpoint (or
-    None), the batch size of recipes that set none, and the fairness-aware finetuning that KD training
-    runs under (`finetune`: µ and the mitigation mode; None: plain KD)."""
+    None), the batch size of recipes that set none, the fairness-aware finetuning that KD training
+    runs under (`finetune`: µ and the mitigation mode; None: plain KD), and who watches its history
+    rows as they are made (`watch`: the live curves; None: nobody)."""
 
     def __init__(self, data: Splits, generator: torch.Generator, checkpoint: EpochCheckpoint | None,
-                 batch_size: int, finetune: FinetuneConfig | None = None):
+                 batch_size: int, finetune: FinetuneConfig | None = None, watch: Watch | None = None):
         self.data, self.generator, self.checkpoint = data, generator, checkpoint
-        self.batch_size, self.finetune = batch_size, finetune
+        self.batch_size, self.finetune, self.watch = batch_size, finetune, watch
+
+    def record(self, history: list[dict], row: dict) -> None:
+        """Add an epoch's `row` to the stage's `history`, and show it to the watcher."""
+        history.append(row)
+        if self.watch is not None:
+            self.watch(len(history) - 1, row)
 
     def kd(self, teacher: nn.Module, temperature: float) -> PerSampleLoss:
         return kd_loss(teacher, temperature)  # CE + T²·KL
@@ -64,7 +74,7 @@ class StageTrainer:
             record = {"epoch": summary.epoch, "loss": summary.loss, "val_acc": accuracy(model, self.data.val)}
             if after_epoch is not None:
                 record.update(after_epoch(summary))
-            history.append(record)
+            self.record(history, record)
             if cfg.select == "best_val" and record["val_acc"] > best["val_acc"]:
                 best.update(val_acc=record["val_acc"], state=copy.deepcopy(model.state_dict()))
 
@@ -92,30 +102,32 @@ class StageTrainer:
 
 
 def train_base(model: nn.Module, splits: Splits, spec: Spec, generator: torch.Generator,
-               checkpoint: EpochCheckpoint | None = None) -> list[dict]:
+               checkpoint: EpochCheckpoint | None = None, watch: Watch | None = None) -> list[dict]:
     """Train `model` from scratch with cross-entropy."""
-    trainer = StageTrainer(splits, generator, checkpoint, spec.data.batch_size)
+    trainer = StageTrainer(splits, generator, checkpoint, spec.data.batch_size, watch=watch)
     return trainer.fit(model, spec.base, mean_objective(cross_entropy_loss))
 
 
 def linearize(base: nn.Module, base_args: ModelArgs, splits: Splits, spec: Spec, generator: torch.Generator,
-              checkpoint: EpochCheckpoint | None = None) -> Linearized:
+              checkpoint: EpochCheckpoint | None = None, watch: Watch | None = None) -> Linearized:
     """Linearize `base` (built from `base_args`) to `spec.linearize.budget` with the configured method; a
     method that distils (DeepReDuce) does so under the spec's fairness-aware finetuning."""
     total = count_relus(base, tuple(splits.train.x.shape[1:])).total
     return run_linearizer(base, base_args, splits, spec, resolve_budget(spec.linearize.budget, total), generator,
-                          checkpoint)
+                          checkpoint, watch)
 
 
 def run_linearizer(base: nn.Module, base_args: ModelArgs, splits: Splits, spec: Spec, budget: int,
-                   generator: torch.Generator, checkpoint: EpochCheckpoint | None = None) -> Linearized:
+                   generator: torch.Generator, checkpoint: EpochCheckpoint | None = None,
+                   watch: Watch | None = None) -> Linearized:
     """`spec.linearize.method` with its own options on `base`, to `budget` ReLUs (a count)."""
-    trainer = StageTrainer(splits, generator, checkpoint, spec.data.batch_size, spec.finetune)
+    trainer = StageTrainer(splits, generator, checkpoint, spec.data.batch_size, spec.finetune, watch)
     return get_linearizer(spec.linearize.method)(base, base_args, spec.linearize.options, budget, trainer)
 
 
 def finetune(student: nn.Module, teacher: nn.Module, splits: Splits, cfg: FinetuneConfig, batch_size: int,
-             generator: torch.Generator, checkpoint: EpochCheckpoint | None = None) -> list[dict]:
+             generator: torch.Generator, checkpoint: EpochCheckpoint | None = None,
+             watch: Watch | None = None) -> list[dict]:
     """KD finetuning of `student` from `teacher` under the mitigation cfg.mitigation with step cfg.mu (see
     `train.mitigation`): `algorithm1` is the paper's Algorithm 1 (fairness-aware), plain KD at µ = 0;
     `released_code` is the authors' released code, CE + T²·KL / C whatever µ (µ moves only the multipliers).
@@ -123,7 +135,7 @@ def finetune(student: nn.Module, teacher: nn.Module, splits: Splits, cfg: Finetu
     student's weights are re-initialized (its masks kept) and the base loss is cross-entropy, no teacher.
     """
     teacher.eval()
-    trainer = StageTrainer(splits, generator, checkpoint, batch_size, cfg)
+    trainer = StageTrainer(splits, generator, checkpoint, batch_size, cfg, watch)
     if cfg.from_scratch:
         reinitialize(student)
         return trainer.mitigated_fit(student, cfg, lambda kl_over_classes: cross_entropy_loss)
