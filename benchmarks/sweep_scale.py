@@ -51,6 +51,8 @@ def spec_for(n: int) -> dict:
         "finetune": {"epochs": 1, "optimizer": "adam", "lr": 0.02, "batch_size": 512},
         "diagnostics": {"grad_norms": False, "margins": False, "hessian": False, "bound": False},
         "resources": {"cpus_per_trial": 1},
+        # what logging models costs is model_logging.py's to measure: here, the per-trial machinery alone
+        "tracking": {"log_models": "none"},
         "sweep": {"max_concurrent_trials": 1,
                   "grid": {"seed": list(range(seeds)), "finetune.mu": [round(0.001 * i, 3) for i in range(mus)]}},
     }

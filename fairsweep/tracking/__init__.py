@@ -1,15 +1,18 @@
-"""Everything MLflow: one experiment per sweep name, a parent run per sweep, a child run per trial
-with its parameters (flat dotted keys), metrics, per-epoch curves and its final model.
+"""Everything MLflow: one experiment per sweep name, a parent run per sweep, a run per trial (logged once per
+experiment: a later sweep includes it) with its parameters (flat dotted keys), metrics, per-epoch curves (live,
+while it trains) and, as `tracking.log_models` asks, its final model.
 
 Only the sweep driver talks to MLflow, so the embedded SQLite store never sees concurrent writers.
-A child run is marked FINISHED only after everything of it is logged; an unfinished one left by a
+A trial run is marked FINISHED only after everything of it is logged; an unfinished one left by a
 killed driver is deleted and logged again, so a resumed sweep never holds duplicate trial runs.
 
 - `stores`: tracking URIs (made absolute, checked before any training), the UI's address of a sweep's runs;
 - `content`: what a run holds besides MLflow's own bookkeeping (params, datasets, group sizes, curve keys);
 - `source`: every run's source tags (the spec file, its git commit);
+- `models`: a stage's model as a `pt2` MLflow model taking raw inputs, logged once per stage;
 - `tracker`: `Tracker`, the one MLflow client of a sweep's experiment;
-- `sweep`: the driver's side (`SweepTracking`, `log_trial`) and reading a finished sweep back (`sweep_runs`).
+- `sweep`: the driver's side (`SweepTracking`, `log_trial`, the front's models, the registry) and reading a
+  finished sweep back (`sweep_runs`).
 """
 
 import os
