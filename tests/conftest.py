@@ -44,6 +44,35 @@ def _quiet_env(monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    ray_token()
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): one worker a CPU, at most 4. Each module runs in one worker
+    (`--dist loadfile`), the sweeps' modules starting Rays and trial processes of their own beside the others."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def ray_token() -> None:
+    """~/.ray/auth_token made now, once, if missing, as the first local Ray would (fairsweep restricts it to its
+    owner, so does this): run side by side (pytest-xdist's workers), two Rays starting at once would each write
+    a token of their own into the one file, and a driver could then hold a token its GCS or workers don't."""
+    import secrets
+    import tempfile
+
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():
+        return
+    token.parent.mkdir(parents=True, exist_ok=True)
+    fd, draft = tempfile.mkstemp(dir=token.parent, prefix=".auth_token.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))  # what Ray's `generate_new_authentication_token` makes
+        os.link(draft, token)  # whole or not at all, and never over another's
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(draft)
 
 
 @pytest.fixture(scope="session")
