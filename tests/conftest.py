@@ -61,7 +61,8 @@ LONGEST_FIRST = ["tests/test_cli_e2e.py", "tests/test_cli_e2e.py::own", "tests/t
 # test_cli_e2e.py's tests that share no fixture with its others but `local_ray` (a sweep of their own each), and
 # those on its two-node cluster: groups of their own, beside the tests of the finished sweep (`swept`)
 E2E_OWN = {"test_a_failing_trial_is_listed_and_exits_1",
-           "test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing", "test_toy2d_sweep_and_its_figure_2", "test_mlflow_sends_no_usage_reports_from_a_sweep_process",
+           "test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing",
+           "test_toy2d_sweep_and_its_figure_2", "test_mlflow_sends_no_usage_reports_from_a_sweep_process",
            "test_the_command_skips_the_interpreters_last_collection_once_done"}
 E2E_TWO_NODES = {"test_resources_no_node_has_are_an_error_at_once",
                  "test_trials_run_on_both_nodes_and_the_sweep_survives_losing_one"}
