@@ -44,6 +44,84 @@ def _quiet_env(monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    ray_token()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): one worker a CPU, at most 4; the sweeps' tests start Rays and trial
+    processes of their own beside the other workers' tests."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+# The groups that take longest, from `--durations` (a sweep each, or several), handed to the workers first;
+# the others follow in their modules' order.
+LONGEST_FIRST = ["tests/test_cli_e2e.py", "tests/test_cli_e2e.py::own", "tests/test_cli_e2e.py::two_nodes",
+                 "tests/test_benchmarks.py", "tests/test_search.py", "tests/test_checkpoint.py", "tests/test_store.py"]
+# test_cli_e2e.py's tests that share no fixture with its others but `local_ray` (a sweep of their own each), and
+# those on its two-node cluster: groups of their own, beside the tests of the finished sweep (`swept`)
+E2E_OWN = {"test_a_failing_trial_is_listed_and_exits_1",
+           "test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing",
+           "test_toy2d_sweep_and_its_figure_2", "test_mlflow_sends_no_usage_reports_from_a_sweep_process",
+           "test_the_command_skips_the_interpreters_last_collection_once_done"}
+E2E_TWO_NODES = {"test_resources_no_node_has_are_an_error_at_once",
+                 "test_trials_run_on_both_nodes_and_the_sweep_survives_losing_one"}
+
+
+def xdist_group(nodeid: str) -> str:
+    """The tests that run in one worker, for the module-scoped fixtures they share (each worker starts its own
+    `local_ray`: no two share a Ray): a module's, but test_cli_e2e.py's in three."""
+    module, _, name = nodeid.partition("::")
+    name = name.split("[")[0]
+    if module.endswith("test_cli_e2e.py"):
+        return f"{module}::own" if name in E2E_OWN else f"{module}::two_nodes" if name in E2E_TWO_NODES else module
+    return module
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the longest groups first (`--no-loadscope-reorder` keeps this order)."""
+    if not getattr(config, "workerinput", None):
+        return
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+    order = {item.nodeid: i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(xdist_group(item.nodeid), len(rank)), order[item.nodeid]))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadscope` (pyproject's addopts) on `xdist_group`'s groups rather than modules."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    if config.getvalue("dist") != "loadscope":
+        return None
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return GroupScheduling(config, log)
+
+
+def ray_token() -> None:
+    """~/.ray/auth_token made now, once, if missing, as the first local Ray would (fairsweep restricts it to its
+    owner, so does this): run side by side (pytest-xdist's workers), two Rays starting at once would each write
+    a token of their own into the one file, and a driver could then hold a token its GCS or workers don't."""
+    import secrets
+    import tempfile
+
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():
+        return
+    token.parent.mkdir(parents=True, exist_ok=True)
+    fd, draft = tempfile.mkstemp(dir=token.parent, prefix=".auth_token.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))  # what Ray's `generate_new_authentication_token` makes
+        os.link(draft, token)  # whole or not at all, and never over another's
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(draft)
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +201,4 @@ def read_transaction_held(database: Path, longest: float = 60.0):
     finally:
         release.set()
         reader.join()
+

@@ -413,7 +413,7 @@ def test_another_sweep_sharing_storage_reuses_trials_and_names_them_its_way(swep
     assert [row.split("│")[1].strip() for row in rows] == ["0.0", "0.01"]  # grouped by this sweep's grid
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def two_nodes():
     """A real two-node Ray cluster on this machine, started with `ray start` as a user would: a head with
     1 CPU and a worker node with 1 CPU and a resource of its own, on ports of their own; yields the
