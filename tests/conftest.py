@@ -56,7 +56,8 @@ def pytest_xdist_auto_num_workers(config):
 
 # The groups that take longest, from `--durations` (a sweep each, or several), handed to the workers first;
 # the others follow in their modules' order.
-LONGEST_FIRST = ["tests/test_cli_e2e.py", "tests/test_cli_e2e.py::own", "tests/test_cli_e2e.py::two_nodes",
+LONGEST_FIRST = ["tests/test_cli_e2e.py", "tests/test_cli_e2e.py::own", "tests/test_mlflow_server.py",
+                 "tests/test_cli_e2e.py::two_nodes",
                  "tests/test_benchmarks.py", "tests/test_search.py", "tests/test_checkpoint.py", "tests/test_store.py"]
 # test_cli_e2e.py's tests that share no fixture with its others but `local_ray` (a sweep of their own each), and
 # those on its two-node cluster: groups of their own, beside the tests of the finished sweep (`swept`)
