@@ -148,7 +148,8 @@ class Tracker:
         """The finished trial runs of a sweep, those it logged and those it included from other sweeps:
         {"run_id", "params", "metrics", "end_time"} each."""
         runs = {run.info.run_id: run for run in self.child_runs(parent_id)}
-        runs.update({run.info.run_id: run for run in self.search_runs(f"tags.`{SWEEP_TAG}{parent_id}` = '1'")})
+        included = f"tags.`{SWEEP_TAG}{parent_id}` = '1' and tags.`{PARENT_TAG}` != '{parent_id}'"  # others' runs
+        runs.update({run.info.run_id: run for run in self.search_runs(included)})
         return [{"run_id": run.info.run_id, "params": run.data.params, "metrics": run.data.metrics,
                  "end_time": run.info.end_time}
                 for run in runs.values() if run.info.status == "FINISHED" and run.data.tags.get(ROLE_TAG) == "trial"]
