@@ -108,7 +108,7 @@ class StageModels:
         example = model.example(input_shape)
         with torch.no_grad():
             signature = infer_signature(example.numpy(), model(example).numpy())
-        logged = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id,
+        logged = self.client.create_logged_model(self.experiment_id, name=stage_id, source_run_id=run_id,
                                                  tags={STAGE_TAG: stage_id, INPUTS_TAG: model.describe()})
         # Model.log rather than mlflow.pytorch.log_model: the run may be finished (a front's model is logged
         # when the sweep ends), and only Model.log takes a run that is not the active one.
