@@ -526,7 +526,10 @@ def test_an_interrupted_sweep_says_so_keeps_what_finished_and_resumes_to_the_sam
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"])
     assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["KILLED"]
-    assert len(records(tmp_path)) == finished == (runs["tags.fairsweep.role"] == "trial").sum()
+    trial_runs = runs[runs["tags.fairsweep.role"] == "trial"]
+    assert len(records(tmp_path)) == finished == (trial_runs["status"] == "FINISHED").sum()
+    # a trial stopped while it trained keeps its live curves in a KILLED run, which the re-run replaces
+    assert set(trial_runs.loc[trial_runs["status"] != "FINISHED", "status"]) <= {"KILLED"}
 
     rerun = fairsweep_cli(*args[3:], cwd=tmp_path)  # the same command, in this process
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -539,6 +542,7 @@ def test_an_interrupted_sweep_says_so_keeps_what_finished_and_resumes_to_the_sam
     assert len(ids) == 4 and metrics(tmp_path, ids) == metrics(swept[0], ids)
     runs = mlflow.search_runs(experiment_names=["digits_mu_ablation"])
     assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["FINISHED"]
+    assert list(runs.loc[runs["tags.fairsweep.role"] == "trial", "status"]) == ["FINISHED"] * 4
 
 
 @pytest.fixture
