@@ -22,6 +22,7 @@ from fairsweep.files import sqlite_checkpoint, write_atomic
 from fairsweep.metrics.mitigation import mitigation_metrics
 from fairsweep.spec import Spec
 from fairsweep.sweep.gc import sweep_running, write_manifest
+from fairsweep.sweep.pareto import front_trials
 from fairsweep.sweep.plan import STAGE_KINDS, Plan, Trial, probe_points
 from fairsweep.sweep.preflight import preflight
 from fairsweep.sweep.progress import Progress
@@ -76,8 +77,8 @@ class Tracking(Protocol):
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Add metrics known only once other trials finished, leaving out those the run has."""
 
-    def log_front_models(self, run_id: str, spec: Spec, storage: Path) -> None:
-        """The final models of the sweep's Pareto front, where the spec asks for them (`tracking.log_models`)."""
+    def log_models(self, run_ids: list[str], storage: Path) -> None:
+        """The final models of these trial runs (the front's: `tracking.log_models: front`), those not logged yet."""
 
     def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], status: str) -> None:
         """The results table and the sweep's summary numbers; the run ends with `status` (FINISHED,
@@ -331,9 +332,10 @@ def _run(spec: Spec, plan: Plan, storage: Path, tracking: Tracking, console, sta
     summary.update({f"stages_trained/{k}": v for k, v in outcome.trained.items()})
     status = ("KILLED" if outcome.interrupted is not None else "FAILED" if outcome.failed or outcome.stopped
               else "FINISHED")
-    if status == "FINISHED":  # the front of the whole sweep, not of a part of it
+    if status == "FINISHED" and spec.tracking.log_models == "front":  # the front of the whole sweep, not a part
         try:
-            tracking.log_front_models(parent, spec, storage)
+            front = front_trials(spec, outcome.records.values())
+            tracking.log_models([driver.logged[trial_id] for trial_id in front if trial_id in driver.logged], storage)
         except Exception as exc:  # the models are in the stage store; re-running logs them
             outcome.stopped = f"logging the Pareto front's models to MLflow failed: {stop_cause(exc, storage)}"
             status = "FAILED"

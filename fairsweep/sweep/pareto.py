@@ -16,7 +16,7 @@ import numpy as np
 from fairsweep import errors
 from fairsweep.errors import UserError
 from fairsweep.spec import objective_problems
-from fairsweep.sweep.results import runs_frame
+from fairsweep.sweep.results import records_frame, runs_frame
 
 # the front of a grid sweep, unless told otherwise: accuracy against the disparity and the ReLU count
 GRID_OBJECTIVES = {"acc": "max", "drop_gap_pct": "min", "relu_count": "min"}
@@ -194,6 +194,15 @@ def draw_front(front: Front, x: str, y: str, color: str | None, title: str):
     ax.set_title(title)
     ax.legend(loc="best")
     return fig
+
+
+def front_trials(spec, records) -> list[str]:
+    """The ids of the trials on a sweep's Pareto front (the spec's objectives, `choose_objectives`; seed means
+    per configuration of its varied keys), from its trial records: what `fairsweep pareto` finds in MLflow."""
+    keys = spec.sweep.varied_keys
+    frame = records_frame(records, keys).rename(columns={"trial_id": "run_id"})  # the ids column front_of reads
+    front = front_of(frame, [k for k in keys if k != "seed"], choose_objectives(spec, []))
+    return [trial_id for ids in front.front["run_ids"] for trial_id in ids]
 
 
 def choose_objectives(spec, options: list[str]) -> dict[str, str]:

@@ -80,9 +80,9 @@ class SweepTracking:
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         self.tracker.log_missing_metrics(run_id, metrics)
 
-    def log_front_models(self, parent_id: str, spec, storage: Path) -> None:
-        if spec.tracking.log_models == "front":
-            log_front_models(self.tracker, parent_id, spec, storage)
+    def log_models(self, run_ids: list[str], storage: Path) -> None:
+        for run_id in run_ids:
+            log_run_model(self.tracker, run_id, storage)
 
     def finish_sweep(self, run_id: str, table_csv: str, summary: dict[str, float], status: str) -> None:
         self.tracker.finish_sweep(run_id, table_csv, summary, status)
@@ -114,19 +114,6 @@ def _load_model(store: StageStore, stage):
         return store.load_model(stage)
     except DamagedStage:
         return None
-
-
-def log_front_models(tracker: Tracker, parent: str, spec: Spec, storage: Path) -> int:
-    """The final models of the trials on the sweep's Pareto front (`fairsweep pareto`'s, with the spec's
-    objectives), each as an output of its trial's run, those not logged yet; returns how many were logged
-    or linked. A trial whose stage is not in `storage` (logged by a sweep on another storage) is passed over."""
-    from fairsweep.sweep.pareto import choose_objectives, pareto_front
-
-    runs = tracker.trial_runs(parent)
-    if not runs:
-        return 0
-    front = pareto_front(runs, [k for k in spec.sweep.varied_keys if k != "seed"], choose_objectives(spec, []))
-    return sum(log_run_model(tracker, run_id, storage) is not None for ids in front.front["run_ids"] for run_id in ids)
 
 
 def log_run_model(tracker: Tracker, run_id: str, storage: Path) -> str | None:
