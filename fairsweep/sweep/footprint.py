@@ -50,8 +50,8 @@ class Footprint:
             each = human_bytes(high) if low == high else f"{human_bytes(low)}–{human_bytes(high)}"
             parts.append(f"{len(sizes)} {kind} × {each}")
         copies = {"all": f"a copy of each final model in MLflow adds {human_bytes(sum(self.finals))}",
-                  "front": f"MLflow's copies of the Pareto front's final models add at most {human_bytes(sum(self.finals))} "
-                           "(tracking.log_models: front)",
+                  "front": "MLflow's copies of the Pareto front's final models add at most "
+                           f"{human_bytes(sum(self.finals))} (tracking.log_models: front)",
                   "none": "MLflow keeps no copy of a model (tracking.log_models: none)"}[log_models]
         return (f"storage: about {human_bytes(self.total)} for {sum(map(len, self.stages.values()))} stages "
                 f"({', '.join(parts)}); {copies}")

@@ -144,8 +144,8 @@ def run_trial(trial: Trial, store: StageStore, device: str = "cpu", node: str | 
         worker=Worker(host=socket.gethostname(), pid=os.getpid(), node=node),
         timing=Timing(started=started, seconds=time.perf_counter() - clock),
         metrics=metrics, accuracy={"base": base_acc, "final": final_acc}, group_sizes=splits.group_sizes(),
-        input_shape=list(input_shape), inputs=splits.test.preprocessing(), num_classes=len(splits.train.class_names), relu_sites=relus.sites,
-        model=final_output.result.model, linearization=outputs["linearize"].result.selected)
+        input_shape=list(input_shape), inputs=splits.test.preprocessing(), num_classes=len(splits.train.class_names),
+        relu_sites=relus.sites, model=final_output.result.model, linearization=outputs["linearize"].result.selected)
     write_trial_record(store.root, record)
     return record
 

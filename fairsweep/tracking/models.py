@@ -112,8 +112,9 @@ class StageModels:
                                                  tags={STAGE_TAG: stage_id, INPUTS_TAG: model.describe()})
         # Model.log rather than mlflow.pytorch.log_model: the run may be finished (a front's model is logged
         # when the sweep ends), and only Model.log takes a run that is not the active one.
-        Model.log(artifact_path=None, name="model", flavor=mlflow.pytorch, pytorch_model=model, model_id=logged.model_id,
-                  run_id=run_id, signature=signature, input_example=example.numpy(), serialization_format="pt2",
+        Model.log(artifact_path=None, name="model", flavor=mlflow.pytorch, pytorch_model=model,
+                  model_id=logged.model_id, run_id=run_id, signature=signature, input_example=example.numpy(),
+                  serialization_format="pt2",
                   pickle_module=mlflow.pytorch.pickle_module, metadata={"inputs": model.preprocessing},
                   validate_serving_input=False,  # MLflow would load the model back and run it: tests do that
                   pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])  # a pt2 model needs torch alone
@@ -126,7 +127,3 @@ class StageModels:
 
         self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
 
-
-def stage_model(store, stage, preprocessing: dict[str, Any] | None) -> RawInputModel:
-    """The stored stage's model behind its dataset's preprocessing, in eval mode on the CPU."""
-    return RawInputModel(store.load_model(stage), preprocessing).eval()

@@ -16,7 +16,7 @@ from fairsweep.sweep.store import DamagedStage, StageStore, StoredStage
 from fairsweep.tracking.content import curve_key
 from fairsweep.tracking.source import source_tags
 from fairsweep.tracking.stores import experiment_names
-from fairsweep.tracking.tracker import TRIAL_TAG, Tracker
+from fairsweep.tracking.tracker import TRIAL_TAG, Tracker, model_output
 
 
 class SweepTracking:
@@ -120,9 +120,10 @@ def log_run_model(tracker: Tracker, run_id: str, storage: Path) -> str | None:
     """The id of the logged model of the trial logged as run `run_id`: the run's output, made so if it has none
     yet (linked to its stage's logged model, or logged from the stage store at `storage`). None if the run has
     none and its trial's record or final stage is not in the store (or cannot be read)."""
-    if (model_id := tracker.run_model(run_id)) is not None:
+    run = tracker.client.get_run(run_id)
+    if (model_id := model_output(run)) is not None:
         return model_id
-    trial_id = tracker.client.get_run(run_id).data.tags.get(TRIAL_TAG)
+    trial_id = run.data.tags.get(TRIAL_TAG)
     record = read_trial_record(storage, trial_id) if trial_id else None
     if record is None:
         return None

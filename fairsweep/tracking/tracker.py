@@ -159,7 +159,8 @@ class Tracker:
         return self.search_runs(f"tags.`{PARENT_TAG}` = '{parent_id}'", page)
 
     def search_runs(self, condition: str, page: int = RUNS_PAGE) -> list:
-        """Every run of the experiment meeting `condition` (a filter), page by page: one search returns at most one page."""
+        """Every run of the experiment meeting `condition` (a filter), page by page: one search returns at most
+        one page."""
         runs, token = [], None
         while True:
             found = self.client.search_runs([self.experiment_id], filter_string=condition, max_results=page,
@@ -198,9 +199,7 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = _now_ms()
-        metrics = [Metric(key, _finite_or_nan(value), now, step) for key, value, step in points]
-        for start in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        self._log_metrics(run_id, [Metric(key, _finite_or_nan(value), now, step) for key, value, step in points])
 
     def log_trial(self, parent_id: str, trial: Trial, record: TrialRecord, curves: dict[str, list[float]],
                   model: Callable[[], nn.Module | None] | None = None, source: dict[str, str] | None = None,
@@ -208,7 +207,8 @@ class Tracker:
         """The trial's run, finished: its params (those that apply to it), its splits as datasets, its metrics,
         curves (metric histories, less the points `logged` live as (key, step)), `source` tags
         (`source.source_tags`) and, if `model` is given, its final model (`model()` builds it, if its stage has
-        no logged model yet; None: it cannot be read, and the run is logged without it). `run_id`: the run `start_trial` made while the trial trained; None: a new one."""
+        no logged model yet; None: it cannot be read, and the run is logged without it). `run_id`: the run
+        `start_trial` made while the trial trained; None: a new one."""
         from mlflow.entities import Metric
 
         if run_id is None:
@@ -229,8 +229,7 @@ class Tracker:
         for key, values in curves.items():
             metrics.extend(Metric(key, _finite_or_nan(v), now, step) for step, v in enumerate(values)
                            if (key, step) not in logged)
-        for start in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        self._log_metrics(run_id, metrics)
         self.client.log_dict(run_id, record.to_json(), "trial.json")
         # FINISHED last: a run left unfinished (a killed driver's) is deleted and logged again
         start_ms = int(record.timing.started * 1000)
@@ -251,8 +250,7 @@ class Tracker:
 
     def run_model(self, run_id: str) -> str | None:
         """The id of run `run_id`'s logged model (its output), if it has one."""
-        outputs = self.client.get_run(run_id).outputs
-        return outputs.model_outputs[0].model_id if outputs and outputs.model_outputs else None
+        return model_output(self.client.get_run(run_id))
 
     def log_missing_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         """Add metrics to a finished run, leaving out keys it has (so a re-run logs nothing twice)."""
@@ -264,12 +262,23 @@ class Tracker:
         if missing:
             self.client.log_batch(run_id, metrics=missing)
 
+    def _log_metrics(self, run_id: str, metrics: list) -> None:
+        """MLflow `Metric`s on a run, 1000 a batch (the most one `log_batch` takes)."""
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start:start + 100])
+
+
+def model_output(run) -> str | None:
+    """The id of an MLflow run's logged model (its output), if it has one."""
+    outputs = run.outputs
+    return outputs.model_outputs[0].model_id if outputs and outputs.model_outputs else None
 
 
 def sweep_run_name(name: str, overrides: list[str] | tuple[str, ...]) -> str:
