@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -506,19 +507,24 @@ def test_an_interrupted_sweep_says_so_keeps_what_finished_and_resumes_to_the_sam
         args += ["--set", item]
     driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    # Interrupt as soon as the first trial's record is stored, not at its "[1/4]" line: that line comes once
+    # the trial is logged to MLflow, which on a loaded machine can lag until the other three have finished.
     lines = []
+    reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
+    reader.start()
     try:
-        for line in driver.stdout:  # interrupt as soon as the first trial has been logged
-            lines.append(line)
-            if line.startswith("[1/4]"):
-                break
+        deadline = time.time() + 300
+        while not records(tmp_path) and driver.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert records(tmp_path), "".join(lines)
         with no_sweep_running(tmp_path / "runs") as alone:  # what `fairsweep gc` asks (tests/test_gc.py)
             assert not alone  # the running driver holds the storage's sweep lock
         os.killpg(driver.pid, signum) if to_group else driver.send_signal(signum)
-        out, _ = driver.communicate(timeout=120)
+        driver.wait(timeout=120)
+        reader.join(timeout=30)
     finally:
         kill_session(driver.pid)
-    out = "".join(lines) + out
+    out = "".join(lines)
     assert driver.returncode == 128 + signum, out
     finished = int(re.search(r"interrupted: (\d)/4 trials finished; run the same command to resume", out).group(1))
     assert 1 <= finished < 4, out
@@ -574,8 +580,6 @@ def test_a_full_disk_stops_the_sweep_with_a_summary_and_the_rerun_finishes(tmp_p
                     handle.flush()
         except OSError:  # full
             pass
-
-    import threading
 
     thread = threading.Thread(target=fill_after_the_first_record, daemon=True)
     thread.start()
