@@ -29,6 +29,9 @@ TINY_OVERRIDES = [
     "seed=[0]", "linearize.budget=[0.03,0.1]", "finetune.mu=[0,0.01]", "model.width=8",
     "linearize.snl.lambda_init=0.01", "linearize.snl.lambda_growth=2.0", "finetune.epochs=2",
 ]
+# for a sweep whose test is not about MLflow's models: logging the Pareto front's costs each finished sweep
+# torch.export's first call (about 8 s) and a few seconds a model (tests/test_logged_models.py tests them)
+NO_MODELS = "tracking.log_models=none"
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import DIGITS_MU_ABLATION, ROOT, TINY_OVERRIDES, fairsweep_cli
+from conftest import DIGITS_MU_ABLATION, NO_MODELS, ROOT, TINY_OVERRIDES, fairsweep_cli
 from ray_nodes import kill_session, start_node
 from fairsweep.data import load_splits
 from fairsweep.spec import load_spec
@@ -372,7 +372,7 @@ def test_a_quiet_run_writes_nothing_to_stderr(swept):
 
 def test_adding_a_mu_trains_only_the_new_finetunings(swept):
     tmp_path = swept[0]
-    result = run_here(tmp_path, "finetune.mu=[0,0.01,0.005]")
+    result = run_here(tmp_path, NO_MODELS, "finetune.mu=[0,0.01,0.005]")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "stages trained now (of unique): base 0/1, linearize 0/2, finetune 2/6" in result.stdout
     # MLflow: the 4 trials logged by the first sweep are the new sweep's too, not logged again
@@ -380,7 +380,7 @@ def test_adding_a_mu_trains_only_the_new_finetunings(swept):
     experiment = client.get_experiment_by_name("digits_mu_ablation").experiment_id
     trials = client.search_runs([experiment], "tags.`fairsweep.role` = 'trial'")
     first, wider = client.search_runs([experiment], "tags.`fairsweep.role` = 'sweep'", order_by=["attributes.start_time"])
-    overrides = [*TINY_OVERRIDES, "finetune.mu=[0,0.01,0.005]"]
+    overrides = [*TINY_OVERRIDES, NO_MODELS, "finetune.mu=[0,0.01,0.005]"]
     assert wider.info.run_name == sweep_run_name("digits_mu_ablation", overrides) != first.info.run_name
     assert wider.info.run_name.endswith("finetune.epochs=2 finetune.mu=[0,0.01,0.005]")
     assert len(trials) == 6 and sum(f"fairsweep.sweep.{wider.info.run_id}" in r.data.tags for r in trials) == 6
@@ -402,7 +402,7 @@ def test_another_sweep_sharing_storage_reuses_trials_and_names_them_its_way(swep
     del raw["sweep"]["grid"]["linearize.budget"]
     raw["linearize"]["budget"] = 0.1
     (tmp_path / "mu_only.yaml").write_text(yaml.safe_dump(raw))
-    cmd = ["run", "mu_only.yaml", "--storage", "runs"]
+    cmd = ["run", "mu_only.yaml", "--storage", "runs", "--set", NO_MODELS]
     for item in TINY_OVERRIDES:
         if not item.startswith("linearize.budget"):
             cmd += ["--set", item]
@@ -445,7 +445,7 @@ def test_resources_no_node_has_are_an_error_at_once(tmp_path, two_nodes):
 def test_trials_run_on_both_nodes_and_the_sweep_survives_losing_one(tmp_path, two_nodes):
     address, worker = two_nodes
     args = [sys.executable, "-m", "fairsweep", "run", str(DIGITS_MU_ABLATION), "--storage", "runs", "--address", address]
-    for item in [*TINY_OVERRIDES, "finetune.mu=[0,0.005,0.01]", "resources.max_failures=3"]:
+    for item in [*TINY_OVERRIDES, NO_MODELS, "finetune.mu=[0,0.005,0.01]", "resources.max_failures=3"]:
         args += ["--set", item]
     driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
@@ -471,14 +471,18 @@ def records(tmp_path):
 
 def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path, local_ray):
     args = [sys.executable, "-m", "fairsweep", "run", str(DIGITS_MU_ABLATION), "--storage", "runs"]
-    for item in [*TINY_OVERRIDES, "finetune.mu=[0,0.0005,0.005,0.01]"]:
+    for item in [*TINY_OVERRIDES, NO_MODELS, "finetune.mu=[0,0.0005,0.005,0.01]"]:
         args += ["--set", item]
     driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    try:
-        for line in driver.stdout:  # kill it as soon as the first trial has been logged
-            if line.startswith("[1/8]"):
-                break
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
+    reader.start()
+    try:  # kill it as soon as the first trial's record is stored (its "[1/8]" line can lag behind, see below)
+        deadline = time.time() + 300
+        while not records(tmp_path) and driver.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert records(tmp_path), "".join(lines)
         kill_session(driver.pid)  # the driver and every Ray process it started, as in a crash
     finally:
         driver.wait(60)
@@ -503,12 +507,13 @@ def test_an_interrupted_sweep_says_so_keeps_what_finished_and_resumes_to_the_sam
     """Ctrl-C in a terminal signals the whole process group (the driver and the Ray processes it started);
     SIGTERM comes to the driver alone. Either stops the sweep, exit 128 + the signal, the sweep's run KILLED."""
     args = [sys.executable, "-m", "fairsweep", "run", str(DIGITS_MU_ABLATION), "--storage", "runs"]
-    for item in TINY_OVERRIDES:
+    for item in [*TINY_OVERRIDES, NO_MODELS]:
         args += ["--set", item]
     driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     # Interrupt as soon as the first trial's record is stored, not at its "[1/4]" line: that line comes once
-    # the trial is logged to MLflow, which on a loaded machine can lag until the other three have finished.
+    # the trial is logged to MLflow, which on a loaded machine can lag until the other three have finished
+    # (seen once: 4/4 finished).
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
     reader.start()
@@ -583,7 +588,7 @@ def test_a_full_disk_stops_the_sweep_with_a_summary_and_the_rerun_finishes(tmp_p
 
     thread = threading.Thread(target=fill_after_the_first_record, daemon=True)
     thread.start()
-    full = run_cli(tmp_path)
+    full = run_cli(tmp_path, NO_MODELS)
     thread.join(timeout=60)
     out = full.stdout + full.stderr
     assert full.returncode == 1, out
@@ -597,7 +602,7 @@ def test_a_full_disk_stops_the_sweep_with_a_summary_and_the_rerun_finishes(tmp_p
     assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["FAILED"]
 
     filler.unlink()
-    rerun = run_here(tmp_path)
+    rerun = run_here(tmp_path, NO_MODELS)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"4/4 trials finished ({finished} from earlier runs)" in rerun.stdout
     ids = {r["trial_id"] for r in records(tmp_path)}
