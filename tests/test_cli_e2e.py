@@ -372,7 +372,7 @@ def test_a_quiet_run_writes_nothing_to_stderr(swept):
 
 def test_adding_a_mu_trains_only_the_new_finetunings(swept):
     tmp_path = swept[0]
-    result = run_here(tmp_path, NO_MODELS, "finetune.mu=[0,0.01,0.005]")
+    result = run_here(tmp_path, "finetune.mu=[0,0.01,0.005]")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "stages trained now (of unique): base 0/1, linearize 0/2, finetune 2/6" in result.stdout
     # MLflow: the 4 trials logged by the first sweep are the new sweep's too, not logged again
@@ -380,7 +380,7 @@ def test_adding_a_mu_trains_only_the_new_finetunings(swept):
     experiment = client.get_experiment_by_name("digits_mu_ablation").experiment_id
     trials = client.search_runs([experiment], "tags.`fairsweep.role` = 'trial'")
     first, wider = client.search_runs([experiment], "tags.`fairsweep.role` = 'sweep'", order_by=["attributes.start_time"])
-    overrides = [*TINY_OVERRIDES, NO_MODELS, "finetune.mu=[0,0.01,0.005]"]
+    overrides = [*TINY_OVERRIDES, "finetune.mu=[0,0.01,0.005]"]
     assert wider.info.run_name == sweep_run_name("digits_mu_ablation", overrides) != first.info.run_name
     assert wider.info.run_name.endswith("finetune.epochs=2 finetune.mu=[0,0.01,0.005]")
     assert len(trials) == 6 and sum(f"fairsweep.sweep.{wider.info.run_id}" in r.data.tags for r in trials) == 6
