@@ -469,20 +469,31 @@ def records(tmp_path):
     return [json.loads(p.read_text()) for p in (tmp_path / "runs" / "trials").glob("*.json")]
 
 
+def read_lines(driver: subprocess.Popen) -> tuple[list[str], threading.Thread]:
+    """The driver's output lines as they come, read on a thread of their own (so its pipe never fills)."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def wait_for_a_record(tmp_path, driver: subprocess.Popen, lines: list[str], timeout: float = 300) -> None:
+    """Until the first trial's record is stored (the driver still running); fails, with its output, if none is."""
+    deadline = time.time() + timeout
+    while not records(tmp_path) and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert records(tmp_path), "".join(lines)
+
+
 def test_sigkill_of_the_driver_then_rerun_finishes_only_what_is_missing(tmp_path, local_ray):
     args = [sys.executable, "-m", "fairsweep", "run", str(DIGITS_MU_ABLATION), "--storage", "runs"]
     for item in [*TINY_OVERRIDES, NO_MODELS, "finetune.mu=[0,0.0005,0.005,0.01]"]:
         args += ["--set", item]
     driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
-    reader.start()
+    lines, _ = read_lines(driver)
     try:  # kill it as soon as the first trial's record is stored (its "[1/8]" line can lag behind, see below)
-        deadline = time.time() + 300
-        while not records(tmp_path) and driver.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        assert records(tmp_path), "".join(lines)
+        wait_for_a_record(tmp_path, driver, lines)
         kill_session(driver.pid)  # the driver and every Ray process it started, as in a crash
     finally:
         driver.wait(60)
@@ -514,14 +525,9 @@ def test_an_interrupted_sweep_says_so_keeps_what_finished_and_resumes_to_the_sam
     # Interrupt as soon as the first trial's record is stored, not at its "[1/4]" line: that line comes once
     # the trial is logged to MLflow, which on a loaded machine can lag until the other three have finished
     # (seen once: 4/4 finished).
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
-    reader.start()
+    lines, reader = read_lines(driver)
     try:
-        deadline = time.time() + 300
-        while not records(tmp_path) and driver.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        assert records(tmp_path), "".join(lines)
+        wait_for_a_record(tmp_path, driver, lines)
         with no_sweep_running(tmp_path / "runs") as alone:  # what `fairsweep gc` asks (tests/test_gc.py)
             assert not alone  # the running driver holds the storage's sweep lock
         os.killpg(driver.pid, signum) if to_group else driver.send_signal(signum)
