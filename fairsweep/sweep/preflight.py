@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from fairsweep import errors
-from fairsweep.data import ContentDigests, load_splits
+from fairsweep.data import ContentDigests, dataset_info, load_splits
 from fairsweep.data.cache import DataCache
 from fairsweep.data.checks import data_problems, ignored_keys
 from fairsweep.errors import UserError
@@ -142,8 +142,8 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
 
     Each data configuration is loaded here, in the driver, so a dataset's files are found, read and
     decoded into the cache under `storage` (if given) once, before any trial needs them (kept even if
-    the plan has problems: decoding is the expensive part); the first seed's split is cached too, so that
-    a resume imports no scikit-learn. Once the plan has none, each configuration
+    the plan has problems: decoding is the expensive part); an embedded dataset's first split is read from
+    the cache when it exists, so that a resume imports no scikit-learn. Once the plan has none, each configuration
     is split with every seed of the plan, checked, and cached there too, so that the trials' workers
     never compute a split. Returns what was seen of each data configuration (split with its first seed);
     `budgets`, if given, receives (architecture, budget) -> (ReLU count, the model's ReLUs) of every trial;
@@ -161,7 +161,11 @@ def check_plan(plan: Plan, resources: dict[str, float] | None, where: str = "thi
         seeds.setdefault((key, spec.seed), spec)
         if key not in summaries:
             try:
-                splits = load_splits(spec.data, spec.seed, cache)  # an embedded dataset's split too: a resume reads it
+                # An embedded dataset's split is read from a cache that exists (a resume's), never written
+                # before the plan is known to be sound: a rejected spec leaves no storage behind.
+                embedded = dataset_info(spec.data.dataset).embedded
+                first = None if embedded and cache is not None and not cache.root.exists() else cache
+                splits = load_splits(spec.data, spec.seed, first)
             except UserError as exc:
                 problems.extend(exc.problems)
                 summaries[key] = None
