@@ -1,6 +1,7 @@
 """The package's layers import downwards only: spec ← data, models ← linearize ← train ← metrics ← sweep ←
 tracking ← report ← cli. Each layer is imported in a fresh interpreter, and what it pulled in of fairsweep is checked
-against the layers below it; the spec alone needs neither torch nor any registry."""
+against the layers below it; the spec alone needs neither torch nor any registry, and reading a sweep's runs,
+records and stored results (`pareto`, `report`) needs no torch."""
 
 import json
 import subprocess
@@ -51,3 +52,11 @@ def test_the_spec_needs_no_torch_and_no_registry():
 
 def test_the_command_line_starts_without_torch_ray_or_mlflow():
     assert imported_by("fairsweep.cli")[1] == set()
+
+
+def test_reading_a_sweeps_runs_needs_no_torch():
+    """`fairsweep pareto` and `report` read runs, records and stage results: importing torch (seconds) is for
+    what trains, rebuilds or logs a model."""
+    _, heavy = imported_by("fairsweep.tracking", "fairsweep.sweep.pareto", "fairsweep.sweep.store",
+                           "fairsweep.sweep.results", "fairsweep.report")
+    assert "torch" not in heavy and "mlflow" not in heavy

@@ -32,8 +32,13 @@ from fairsweep.spec.sections import (LINEARIZATION_METHODS, OBJECTIVE_METRICS, B
 __all__ = ["LINEARIZATION_METHODS", "OBJECTIVE_METRICS", "BaseConfig", "CsvConfig", "DataConfig", "DeepReduceConfig",
            "DiagnosticsConfig", "Direction", "FinetuneConfig", "Imbalance", "LinearizeConfig", "ModelConfig",
            "OptimConfig", "RandomConfig", "ResourcesConfig", "SNLConfig", "SearchConfig", "SearchParam", "Section",
-           "Spec", "SweepConfig", "TrackingConfig", "apply_overrides", "field_at", "load_spec", "objective_problems",
-           "read_yaml", "set_dotted", "unknown_key", "validate_spec"]
+           "Spec", "SweepConfig", "TrackingConfig", "apply_overrides", "field_at", "has_finetune_stage", "load_spec",
+           "objective_problems", "read_yaml", "set_dotted", "unknown_key", "validate_spec"]
+
+
+def has_finetune_stage(spec: Spec) -> bool:
+    """DeepReDuce's training is its finetuning: it runs the finetune stage only when asked to."""
+    return spec.linearize.method != "deepreduce" or spec.linearize.deepreduce.finetune
 
 
 # ---------------------------------------------------------------------------------------------

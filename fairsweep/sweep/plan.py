@@ -30,7 +30,7 @@ from typing import Any
 
 from fairsweep.data import ContentDigests, resolve
 from fairsweep.models import ModelArgs, default_width, takes_option
-from fairsweep.spec import DataConfig, OptimConfig, Spec
+from fairsweep.spec import DataConfig, OptimConfig, Spec, has_finetune_stage
 
 STAGE_KINDS = ("base", "linearize", "finetune")
 # Bump when a stage's code changes what it computes, so stored stages are not reused wrongly. 2: stage
@@ -103,11 +103,6 @@ def stage_config(spec: Spec, kind: str, digest: str) -> dict[str, Any]:
     if kind == "finetune":
         return {"recipe": recipe(spec.finetune, batch)}
     raise ValueError(f"unknown stage kind {kind}")
-
-
-def has_finetune_stage(spec: Spec) -> bool:
-    """DeepReDuce's training is its finetuning: it runs the finetune stage only when asked to."""
-    return spec.linearize.method != "deepreduce" or spec.linearize.deepreduce.finetune
 
 
 def resolve_spec(spec: Spec) -> Spec:

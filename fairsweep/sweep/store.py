@@ -25,17 +25,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import ValidationError
-from torch import nn
 
 from fairsweep.files import file_lock, fsync, move_aside, unreadable, write_synced
-from fairsweep.models import ModelArgs
-from fairsweep.sweep.plan import Stage
 from fairsweep.sweep.records import StageResult
-from fairsweep.train.checkpoint import EpochCheckpoint
+
+if TYPE_CHECKING:  # torch, and what imports it, only where a model is read or written: reading results needs none
+    import torch
+    from torch import nn
+
+    from fairsweep.sweep.plan import Stage
+    from fairsweep.train.checkpoint import EpochCheckpoint
 
 DATA_CACHE_DIR = "data-cache"  # decoded datasets, beside the stages
 STAGE_FILES = ("model.pt", "result.json")  # what stage.json holds the size and checksum of
@@ -78,6 +80,8 @@ class StageStore:
 
     def checkpoint(self, stage: Stage, every: int) -> EpochCheckpoint | None:
         """Where `stage` saves its epoch checkpoints while it trains; None if `every` is 0 (none)."""
+        from fairsweep.train.checkpoint import EpochCheckpoint
+
         return EpochCheckpoint(self._checkpoint_path(stage), every) if every else None
 
     def _checkpoint_path(self, stage: Stage) -> Path:
@@ -126,6 +130,8 @@ class StageStore:
 
     def load(self, stage: Stage) -> StageOutput:
         """The stored stage's model state and result; raises DamagedStage if it cannot be read whole."""
+        import torch  # heavy: see the imports above
+
         data = self._read(stage, "model.pt")
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -135,6 +141,8 @@ class StageStore:
 
     def load_model(self, stage: Stage) -> nn.Module:
         """The stored stage's model, rebuilt from the arguments its result names, in eval mode on the CPU."""
+        from fairsweep.models import ModelArgs
+
         output = self.load(stage)
         if output.result.model is None:
             raise ValueError(f"stage {stage.id} stores no model")
@@ -165,6 +173,8 @@ class StageStore:
             return StageOutput(state, result, trained=True, waited=waited)
 
     def _write(self, stage: Stage, state: dict, result: StageResult, trained_by: dict[str, Any]) -> None:
+        import torch  # heavy: see the imports above
+
         tmp = self.root / "tmp" / f"{stage.id}.{uuid.uuid4().hex}"
         tmp.mkdir(parents=True)
         model = io.BytesIO()

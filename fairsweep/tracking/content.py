@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fairsweep.data import data_root, dataset_info
 from fairsweep.data.checks import option_readers
 from fairsweep.errors import UserError
 from fairsweep.metrics.values import safe_key
-from fairsweep.spec import LINEARIZATION_METHODS, Spec
-from fairsweep.sweep.plan import Trial, has_finetune_stage
+from fairsweep.spec import LINEARIZATION_METHODS, Spec, has_finetune_stage
+
+if TYPE_CHECKING:
+    from fairsweep.sweep.plan import Trial  # the plan imports the data and model registries, hence torch
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

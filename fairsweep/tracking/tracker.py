@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from fairsweep import __version__
 from fairsweep.files import sqlite_checkpoint, sqlite_wal
-from fairsweep.sweep.plan import Trial
 from fairsweep.sweep.records import TrialRecord
 from fairsweep.metrics.values import group_size_metrics
 from fairsweep.tracking.content import dataset_inputs, sweep_params, trial_params
-from fairsweep.tracking.models import StageModels
+from fairsweep.tracking.logged import StageModels
 from fairsweep.tracking.source import VERSION_TAG
 from fairsweep.tracking.stores import absolute_uri, embedded_database, view_state_tag
 
@@ -30,6 +29,8 @@ CUMULATIVE = ("wall_seconds", "lock_wait_seconds", "stages_trained/")
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from fairsweep.sweep.plan import Trial  # the plan imports the data and model registries, hence torch
 
 RUNS_PAGE = 1000  # runs per MLflow search (a server caps a page; more are fetched page by page)
 
