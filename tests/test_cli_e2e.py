@@ -619,14 +619,20 @@ def test_a_full_disk_stops_the_sweep_with_a_summary_and_the_rerun_finishes(tmp_p
     assert list(runs.loc[runs["tags.fairsweep.role"] == "sweep", "status"]) == ["FINISHED"]
 
 
-def test_toy2d_sweep_and_its_figure_2(tmp_path, local_ray):
-    """sweeps/toy2d.yaml end to end (shortened), then analysis/toy2d_figure.py on its results."""
+def test_toy2d_sweep_and_its_figure_2(tmp_path, local_ray, monkeypatch):
+    """sweeps/toy2d.yaml end to end (shortened, as two Tuner runs of a trial each), then analysis/toy2d_figure.py
+    on its results."""
+    from fairsweep.sweep import tune_backend
+
     overrides = ["seed=[0,1]", "base.epochs=3", "finetune.epochs=3"]
     sets = [arg for item in overrides for arg in ("--set", item)]
     toy2d = ROOT / "sweeps" / "toy2d.yaml"
+    monkeypatch.setattr(tune_backend, "TRIALS_PER_TUNER", 1)  # as a grid longer than a Tuner run
     ran = fairsweep_cli("run", str(toy2d), "--storage", "runs", *sets, cwd=tmp_path)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "2/2 trials finished" in ran.stdout
+    experiments = sorted((tmp_path / "runs" / "tune").iterdir())
+    assert [len([t for t in e.iterdir() if t.is_dir()]) for e in experiments] == [1, 1]
     figure = subprocess.run([sys.executable, str(ROOT / "analysis" / "toy2d_figure.py"), str(toy2d), "--storage", "runs",
                              "--out", "toy2d.png", *sets], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert figure.returncode == 0, figure.stdout + figure.stderr

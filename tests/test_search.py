@@ -391,6 +391,30 @@ def test_adaptive_seeds_stop_a_hopeless_configuration_at_one_and_give_a_near_one
     assert first["trial_id"] not in {c["trial_id"] for c in handed}
 
 
+def test_a_grid_goes_to_tune_in_runs_of_at_most_per_run_trials():
+    """Tune holds every trial of a Tuner run until it ends: a long grid is several runs, in the plan's order."""
+    from fairsweep.sweep.plan import make_plan
+    from fairsweep.sweep.tune_backend import PlanSearcher
+
+    grid = {"seed": [0, 1], "finetune.mu": [0.0, 0.01, 0.02]}
+    trials = make_plan(validate_spec({**copy.deepcopy(TINY), "sweep": {"grid": grid}})).trials
+    searcher = PlanSearcher(trials, per_run=4)
+    runs = []
+    while True:
+        handed = []
+        while (config := searcher.suggest(f"t{len(handed)}")) != Searcher.FINISHED:
+            handed.append(config["trial_id"])
+        runs.append(handed)
+        if not searcher.another_run():
+            break
+    assert [len(run) for run in runs] == [4, 2]
+    assert [t for run in runs for t in run] == [t.id for t in trials]
+    halted = PlanSearcher(trials, per_run=4)
+    halted.suggest("a")
+    halted.halt()
+    assert halted.suggest("b") == Searcher.FINISHED and not halted.another_run()  # an interrupt: no next run
+
+
 def test_an_interrupted_searcher_hands_out_nothing_more(tmp_path):
     """The first Ctrl-C halts the searcher at once: Tune asks it again as a trial ends, before its stopper."""
     from fairsweep.sweep.plan import make_plan

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,13 +353,20 @@ def _schedule(driver: SweepDriver, searcher, interrupt, run_tune, driver_callbac
     callbacks before it starts the next trial); then whatever Tune reported failed, and any completion
     its callback missed."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairsweep-logging") as logging_thread, interrupt:
-        logged_futures = []
-        callback = driver_callback(driver.started,
-                                   lambda trial_id: logged_futures.append(logging_thread.submit(driver.completed,
-                                                                                                trial_id)),
-                                   driver.errored,
+        logged_futures = deque()  # the loggings of finished trials not yet done, and any that failed
+
+        def log_completed(trial_id: str) -> None:
+            for _ in range(len(logged_futures)):  # done ones dropped: a future per trial, kept, grows with N
+                future = logged_futures.popleft()
+                if not future.done() or future.exception() is not None:
+                    logged_futures.append(future)
+            logged_futures.append(logging_thread.submit(driver.completed, trial_id))
+
+        callback = driver_callback(driver.started, log_completed, driver.errored,
                                    lambda *rows: logging_thread.submit(driver.progressed, *rows))
         failures = run_tune(driver.spec, driver.storage, searcher, callback, interrupt)
+        while searcher.another_run():  # a grid's next part (`PlanSearcher`); a search has one
+            failures.update(run_tune(driver.spec, driver.storage, searcher, callback, interrupt))
     for future in logged_futures:  # every finished trial is logged by now; an error in logging one is raised here
         future.result()
     for trial_id, error in failures.items():

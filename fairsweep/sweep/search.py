@@ -213,6 +213,10 @@ class StudySearcher(Searcher):
         the next run to take over."""
         self.halted = True
 
+    def another_run(self) -> bool:
+        """A search is one Tuner run: what it has asked and what ran are the study's."""
+        return False
+
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.halted:
             return Searcher.FINISHED

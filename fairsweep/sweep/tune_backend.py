@@ -6,6 +6,7 @@ callback, and the Tuner. Grid and search share this one path: a searcher hands o
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -50,12 +51,19 @@ def trial_config(trial: Trial) -> dict:
     return {"trial_id": trial.id, "values": trial.values, "data_digest": trial.data_digest}
 
 
-class PlanSearcher(Searcher):
-    """Hands out a grid's trials in the plan's order, then says it is finished."""
+TRIALS_PER_TUNER = 500  # a grid's trials go to Tune in runs of at most this many (see `PlanSearcher`)
 
-    def __init__(self, trials: list[Trial]):
+
+class PlanSearcher(Searcher):
+    """Hands out a grid's trials in the plan's order, at most `per_run` to one Tuner run, then says it is
+    finished; `another_run` starts the next. Tune holds every trial of a run in the driver until the run
+    ends (its Trial, storage and checkpoint objects, and Ray's references to their results): about 0.1 MB
+    a trial, so one run of 10,000 trials grew the driver by 1.4 GB."""
+
+    def __init__(self, trials: list[Trial], per_run: int | None = None):
         super().__init__()
         self.queue = deque(trials)
+        self.per_run, self.handed = per_run or TRIALS_PER_TUNER, 0
         self.halted = False  # set by an interrupt: hand out nothing more
 
     def halt(self) -> None:
@@ -63,7 +71,15 @@ class PlanSearcher(Searcher):
         self.halted = True
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        return trial_config(self.queue.popleft()) if self.queue and not self.halted else Searcher.FINISHED
+        if not self.queue or self.halted or self.handed >= self.per_run:
+            return Searcher.FINISHED
+        self.handed += 1
+        return trial_config(self.queue.popleft())
+
+    def another_run(self) -> bool:
+        """Whether trials are left for another Tuner run (none after an interrupt); if so, it may start."""
+        self.handed = 0
+        return bool(self.queue) and not self.halted
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """The driver's callback logs each trial; nothing to learn from it here."""
@@ -193,6 +209,9 @@ class Interrupt:
         return InterruptStopper()
 
 
+_RUNS = itertools.count()  # Tuner runs of this process: each its own experiment directory
+
+
 def run_tune(spec: Spec, storage: Path, searcher: Searcher, callback, interrupt: Interrupt | None = None
              ) -> dict[str, str]:
     """Run the trials `searcher` hands out on the connected Ray, until it is finished or `interrupt` has
@@ -212,7 +231,7 @@ def run_tune(spec: Spec, storage: Path, searcher: Searcher, callback, interrupt:
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True,
                                     max_concurrent_trials=spec.sweep.max_concurrent_trials),
         run_config=tune.RunConfig(
-            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{next(_RUNS)}",  # one of a grid's runs a second
             storage_path=str(storage / "tune"),
             failure_config=tune.FailureConfig(max_failures=res.max_failures),
             callbacks=[callback, JsonLoggerCallback()],
