@@ -58,7 +58,7 @@ class PlanSearcher(Searcher):
     """Hands out a grid's trials in the plan's order, at most `per_run` to one Tuner run, then says it is
     finished; `another_run` starts the next. Tune holds every trial of a run in the driver until the run
     ends (its Trial, storage and checkpoint objects, and Ray's references to their results): about 0.1 MB
-    a trial, so one run of 10,000 trials grew the driver by 1.4 GB."""
+    a trial. A 10,000-trial sweep in one run peaked at 2.7 GB in the driver, in runs of 500 at 1.5 GB."""
 
     def __init__(self, trials: list[Trial], per_run: int | None = None):
         super().__init__()
@@ -231,7 +231,7 @@ def run_tune(spec: Spec, storage: Path, searcher: Searcher, callback, interrupt:
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, reuse_actors=True,
                                     max_concurrent_trials=spec.sweep.max_concurrent_trials),
         run_config=tune.RunConfig(
-            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{next(_RUNS)}",  # one of a grid's runs a second
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{next(_RUNS)}",  # runs may start in one second
             storage_path=str(storage / "tune"),
             failure_config=tune.FailureConfig(max_failures=res.max_failures),
             callbacks=[callback, JsonLoggerCallback()],

@@ -84,4 +84,3 @@ class StageModels:
         from mlflow.entities import LoggedModelOutput
 
         self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
-
