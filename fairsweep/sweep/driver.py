@@ -30,6 +30,7 @@ from fairsweep.sweep.progress import Progress
 from fairsweep.sweep.ray_session import RaySession, one_line
 from fairsweep.sweep.records import TrialRecord, read_trial_record, trial_record_path, update_trial_metrics
 from fairsweep.sweep.results import records_frame, results_table
+from fairsweep.sweep.shared import Shared
 
 
 LOW_DISK_BYTES = 64 * 2**20  # below this free on the storage's disk, a stop names the space left
@@ -101,6 +102,7 @@ class SweepDriver:
         self.logged_now: set[str] = set()  # the trials logged by this invocation
         self.progress = None
         self.last_errors: dict[str, str] = {}  # trial id -> its last failed attempt's error, as Tune's callback said
+        self._shared = Shared()  # the records' equal parts, held once
         self._lock = threading.Lock()
         for trial in plan.trials:
             self._add(trial)
@@ -183,8 +185,8 @@ class SweepDriver:
             return None
         # The record may come from another sweep sharing the storage: name it as this sweep does.
         trial = self.trials[trial_id]
-        record = record.model_copy(update={"name": trial.name, "values": trial.values,
-                                           "spec": trial.spec.model_dump(mode="json")})
+        record = self._shared.record(record, name=trial.name, values=trial.values,
+                                     spec=trial.spec.model_dump(mode="json"))
         try:
             if trial_id in self.logged:  # by this sweep, or another of the experiment: this sweep's too
                 self.tracking.include_trial(self.outcome.parent_run_id, self.logged[trial_id])

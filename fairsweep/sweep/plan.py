@@ -31,6 +31,7 @@ from typing import Any
 from fairsweep.data import ContentDigests, resolve
 from fairsweep.models import ModelArgs, default_width, takes_option
 from fairsweep.spec import DataConfig, OptimConfig, Spec, has_finetune_stage
+from fairsweep.sweep.shared import Shared
 
 STAGE_KINDS = ("base", "linearize", "finetune")
 # Bump when a stage's code changes what it computes, so stored stages are not reused wrongly. 2: stage
@@ -115,11 +116,19 @@ class Trial:
     spec: Spec  # the sweep's spec with this trial's values set and its data defaults resolved
     values: dict[str, Any]  # the grid (or search) values, for names and tables
     data_digest: str  # of the loaded data's content
+    # the plan's pool of equal parts: spec sections and stages the trial shares with others held once
+    shared: Shared | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, spec: Spec, values: dict[str, Any], digests: DigestFn) -> Trial:
+    def of(cls, spec: Spec, values: dict[str, Any], digests: DigestFn, shared: Shared | None = None) -> Trial:
         trial_spec = resolve_spec(spec.with_values(values))
-        return cls(trial_spec, values, digests(trial_spec.data))
+        if shared is not None:
+            trial_spec = shared.spec(trial_spec)
+        return cls(trial_spec, values, digests(trial_spec.data), shared)
+
+    def _stage(self, kind: str, config: dict[str, Any], parent: Stage | None) -> Stage:
+        stage = Stage(kind, config, parent)
+        return self.shared.stage(stage) if self.shared is not None else stage
 
     @cached_property
     def stages(self) -> dict[str, Stage]:
@@ -129,7 +138,7 @@ class Trial:
         for kind in STAGE_KINDS:
             if kind == "finetune" and not has_finetune_stage(self.spec):
                 break
-            parent = out[kind] = Stage(kind, stage_config(self.spec, kind, self.data_digest), parent)
+            parent = out[kind] = self._stage(kind, stage_config(self.spec, kind, self.data_digest), parent)
         return out
 
     @property
@@ -140,7 +149,7 @@ class Trial:
     @cached_property
     def base_diagnostics(self) -> Stage:
         """The base model's diagnostics, measured once per base model and diagnostics config."""
-        return Stage("diagnose", {"diagnostics": self.spec.diagnostics.model_dump(mode="json")}, self.stages["base"])
+        return self._stage("diagnose", {"diagnostics": self.spec.diagnostics.model_dump(mode="json")}, self.stages["base"])
 
     @cached_property
     def id(self) -> str:
@@ -178,7 +187,8 @@ def make_plan(spec: Spec, digests: DigestFn | None = None) -> Plan:
     points = spec.grid_points()
     keys = sorted(spec.sweep.grid, key=_fastest_first)
     points.sort(key=lambda p: tuple(_sort_key(p[k]) for k in reversed(keys)))
-    return Plan(spec, [Trial.of(spec, p, digests) for p in points])
+    shared = Shared()
+    return Plan(spec, [Trial.of(spec, p, digests, shared) for p in points])
 
 
 def probe_points(spec: Spec) -> list[dict[str, Any]]:
