@@ -149,7 +149,8 @@ class Trial:
     @cached_property
     def base_diagnostics(self) -> Stage:
         """The base model's diagnostics, measured once per base model and diagnostics config."""
-        return self._stage("diagnose", {"diagnostics": self.spec.diagnostics.model_dump(mode="json")}, self.stages["base"])
+        diagnostics = {"diagnostics": self.spec.diagnostics.model_dump(mode="json")}
+        return self._stage("diagnose", diagnostics, self.stages["base"])
 
     @cached_property
     def id(self) -> str:
